@@ -1,0 +1,77 @@
+"""RFC 9457 problem details: every client error is a 4xx `application/problem+json` naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM = "application/problem+json"
+BASE = "https://envoi.dev/problems/"
+
+
+class Problem(Exception):
+    def __init__(self, status: int, kind: str, title: str, detail: str = "", field: str | None = None,
+                 errors: list[dict[str, Any]] | None = None, **extra: Any) -> None:
+        super().__init__(detail or title)
+        self.status, self.kind, self.title, self.detail = status, kind, title, detail
+        self.errors = errors or ([{"field": field, "detail": detail or title}] if field else [])
+        self.extra = extra
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": BASE + self.kind, "title": self.title, "status": self.status}
+        if self.detail:
+            body["detail"] = self.detail
+        if instance:
+            body["instance"] = instance
+        if self.errors:
+            body["errors"] = self.errors
+            body["field"] = self.errors[0].get("field")
+        body.update(self.extra)
+        return body
+
+
+def not_found(what: str, field: str | None = None) -> Problem:
+    return Problem(404, "not-found", f"{what} not found", f"no {what} with this id in your account", field=field)
+
+
+def problem_response(p: Problem, request: Request | None = None) -> JSONResponse:
+    return JSONResponse(p.body(str(request.url.path) if request else None), status_code=p.status,
+                        media_type=PROBLEM)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(x) for x in loc if x not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            e = next(e for e in errors if e.get("type") == "json_invalid")
+            msg = e.get("ctx", {}).get("error", "malformed JSON")
+            return problem_response(Problem(400, "malformed-json", "Malformed JSON body", str(msg), field="body"),
+                                    request)
+        items = [{"field": _loc(tuple(e.get("loc", ()))), "detail": e.get("msg", "invalid"),
+                  "code": e.get("type")} for e in errors]
+        return problem_response(Problem(422, "validation", "Invalid request", items[0]["detail"] if items else "",
+                                        errors=items), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kinds = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized", 403: "forbidden",
+                 413: "too-large", 415: "unsupported-media-type"}
+        p = Problem(exc.status_code, kinds.get(exc.status_code, "http-error"), str(exc.detail), "")
+        resp = problem_response(p, request)
+        if exc.headers:
+            resp.headers.update(exc.headers)
+        return resp

@@ -1,0 +1,286 @@
+"""The dispatcher: claim a batch → check the ledger and the guardrails → render → hand off → record → ack.
+
+One batch at a time per task, several tasks per process so that SMTP, SQL and rendering overlap. Outcomes are
+written to the ledger before the queue entries are acknowledged (at-least-once); see `sender.queue` for the
+guard that keeps the hand-off at-most-once in the normal case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from crm import accounts as account_repo
+from crm import campaigns as campaign_repo
+from crm import ledger
+from crm.db import utcnow
+from crm.domain import AccountStatus, Channel, ConsentStatus, MessageKind, MessageStatus, SenderProfile
+from crm.schema import accounts
+from guardrails.consent import account_may_send, gate
+from sender.compose import Composer, HeaderInjectionError, PerMessage
+from sender.links import Links
+from sender.observer import DispatchObserver, NullObserver
+from sender.queue import Claimed, DispatchQueue
+from sender.render import CompiledTemplate, RenderError
+from sender.retry import RetryPolicy
+from sender.transport import DeliveryResult, EmailTransport, Envelope, Outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchConfig:
+    batch_size: int = 200
+    concurrency: int = 4  # batches in flight per process
+    feedback_id_sender: str = "envoi"
+    idle_poll_s: float = 0.05
+
+
+@dataclass(slots=True)
+class _CampaignContext:
+    template: CompiledTemplate
+    composer: Composer
+    sender: SenderProfile
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    meta: dict[int, dict[str, Any]]
+    account_status: dict[int, AccountStatus]
+    suppressed: dict[int, set[str]]
+
+
+class Dispatcher:
+    def __init__(self, engine: Engine, queue: DispatchQueue, transport: EmailTransport, links: Links,
+                 retry: RetryPolicy, config: DispatchConfig, observer: DispatchObserver | None = None) -> None:
+        self.engine = engine
+        self.queue = queue
+        self.transport = transport
+        self.links = links
+        self.retry = retry
+        self.config = config
+        self.observer = observer or NullObserver()
+        self._contexts: dict[int, _CampaignContext] = {}
+        self._stopping = asyncio.Event()
+        self.in_flight = 0
+
+    def stop(self) -> None:
+        """Stop claiming; batches already claimed run to completion (drain)."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self._loop(i)) for i in range(self.config.concurrency)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def _loop(self, index: int) -> None:
+        idle = self.config.idle_poll_s
+        while not self._stopping.is_set():
+            try:
+                batch = await self.queue.claim(self.config.batch_size)
+            except Exception as exc:  # Redis down or restarting: wait and retry, never die
+                log.warning("claim failed: %s", exc)
+                await self._pause(1.0)
+                continue
+            if not batch:
+                await self._pause(idle)
+                idle = min(idle * 2, 0.5)
+                continue
+            idle = self.config.idle_poll_s
+            await self.process(batch)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def process(self, batch: Sequence[Claimed]) -> None:
+        self.in_flight += 1
+        try:
+            await self._process(batch)
+        except Exception:
+            # Entries stay pending: another worker (or this one) reclaims them after the idle time.
+            log.exception("batch of %d failed; left pending for reclaim", len(batch))
+        finally:
+            self.in_flight -= 1
+
+    async def _process(self, batch: Sequence[Claimed]) -> None:
+        fresh = [c for c in batch if not c.reclaimed]
+        reclaimed = [c for c in batch if c.reclaimed]
+        ack: list[Claimed] = []
+        work: list[Claimed] = []
+        sent_before: list[Claimed] = []
+        if fresh:
+            first = await self.queue.guard_fresh(fresh)
+            for c, ok in zip(fresh, first, strict=True):
+                (work if ok else ack).append(c)  # a second copy of a message another worker holds
+        if reclaimed:
+            done = await self.queue.already_done(reclaimed)
+            for c, was_sent in zip(reclaimed, done, strict=True):
+                (sent_before if was_sent else work).append(c)
+        loaded = await asyncio.to_thread(self._load, [c.item.message_id for c in work + sent_before])
+        meta = loaded.meta
+        outcomes: list[ledger.Outcome] = [
+            ledger.Outcome(c.item.message_id, MessageStatus.SENT) for c in sent_before
+            if c.item.message_id in meta
+        ]
+        ack.extend(sent_before)
+        envelopes: list[tuple[Claimed, Envelope]] = []
+        deferred: list[tuple[Claimed, float]] = []
+        now = utcnow()
+        for c in work:
+            m = meta.get(c.item.message_id)
+            if m is None or MessageStatus(m["status"]).is_final:
+                ack.append(c)  # cancelled, already sent, or gone (erased)
+                continue
+            status = loaded.account_status.get(m["account_id"], AccountStatus.ACTIVE)
+            if not account_may_send(status):
+                outcomes.append(ledger.Outcome(m["id"], MessageStatus.HELD, error=f"account {status.value}"))
+                ack.append(c)
+                continue
+            consent = ConsentStatus(m["email_consent"] or "none") if m["contact_id"] else ConsentStatus.NONE
+            decision = gate(MessageKind(m["kind"]), bool(m["recipient"]), consent,
+                            m["recipient"] in loaded.suppressed.get(m["account_id"], ()))
+            if not decision.allowed:
+                assert decision.reason is not None
+                outcomes.append(ledger.Outcome(m["id"], MessageStatus.SUPPRESSED, error=decision.reason.value))
+                ack.append(c)
+                continue
+            try:
+                envelopes.append((c, await self._envelope(m)))
+            except (RenderError, HeaderInjectionError, LookupError) as exc:
+                outcomes.append(ledger.Outcome(m["id"], MessageStatus.FAILED, error=f"render: {exc}"))
+                ack.append(c)
+        sent_now: list[Claimed] = []
+        if envelopes:
+            started = time.perf_counter()
+            results = await self.transport.deliver([e for _, e in envelopes])
+            self.observer.handoff(Channel.EMAIL.value, time.perf_counter() - started, len(envelopes))
+            for (c, _), result in zip(envelopes, results, strict=True):
+                outcome, due = self._outcome(meta[c.item.message_id], result, now)
+                outcomes.append(outcome)
+                if outcome.status == MessageStatus.SENT:
+                    sent_now.append(c)
+                    ack.append(c)
+                elif outcome.status == MessageStatus.DEFERRED and due is not None:
+                    deferred.append((c, due))
+                else:
+                    ack.append(c)
+            await self.queue.mark_done(sent_now)
+        await asyncio.to_thread(self._record, outcomes, meta)
+        await self.queue.finish(ack, deferred)
+        counts = Counter(o.status.value for o in outcomes)
+        self.observer.outcomes(Channel.EMAIL.value, counts)
+        for c in sent_now:
+            self.observer.queue_to_sent(
+                Channel.EMAIL.value, (now - meta[c.item.message_id]["queued_at"]).total_seconds()
+            )
+
+    def _outcome(self, m: dict[str, Any], result: DeliveryResult, now: Any
+                 ) -> tuple[ledger.Outcome, float | None]:
+        if result.outcome is Outcome.SENT:
+            return ledger.Outcome(m["id"], MessageStatus.SENT, code=result.code), None
+        if result.outcome is Outcome.TRANSIENT and not self.retry.expired(m["queued_at"], now):
+            delay = self.retry.delay(int(m["attempts"]) + 1)
+            due = time.time() + delay
+            return ledger.Outcome(
+                m["id"], MessageStatus.DEFERRED, code=result.code, enhanced=result.enhanced,
+                error=result.text, next_attempt_at=now + timedelta(seconds=delay),
+            ), due
+        error = result.text if result.outcome is Outcome.PERMANENT else f"retries exhausted: {result.text}"
+        return ledger.Outcome(m["id"], MessageStatus.FAILED, code=result.code, enhanced=result.enhanced,
+                              error=error), None
+
+    # -- SQL (run in a thread) -------------------------------------------------------------------------------
+
+    def _load(self, ids: list[int]) -> _Loaded:
+        with self.engine.connect() as conn:
+            meta = ledger.load_for_dispatch(conn, ids)
+            account_ids = {m["account_id"] for m in meta.values()}
+            account_status = {
+                aid: AccountStatus(st) for aid, st in conn.execute(
+                    select(accounts.c.id, accounts.c.status).where(accounts.c.id.in_(account_ids)))
+            } if account_ids else {}
+            suppressed: dict[int, set[str]] = {}
+            for aid in account_ids:
+                addrs = [m["recipient"] for m in meta.values() if m["account_id"] == aid]
+                suppressed[aid] = set(ledger.suppressed_addresses(conn, aid, Channel.EMAIL, addrs))
+            for m in meta.values():
+                if m["campaign_id"] and m["campaign_id"] not in self._contexts:
+                    self._contexts[m["campaign_id"]] = self._campaign_context(conn, m["campaign_id"])
+        return _Loaded(meta, account_status, suppressed)
+
+    def _record(self, outcomes: list[ledger.Outcome], meta: dict[int, dict[str, Any]]) -> None:
+        if not outcomes:
+            return
+        with self.engine.begin() as conn:
+            ledger.record_outcomes(conn, outcomes, meta)
+
+    def _campaign_context(self, conn: Any, campaign_id: int) -> _CampaignContext:
+        campaign = campaign_repo.get_campaign(conn, None, campaign_id)
+        if campaign is None:
+            raise LookupError(f"campaign {campaign_id} not found")
+        template = campaign_repo.get_template(conn, campaign.account_id, campaign.template_id)
+        sender = account_repo.get_sender_profile(conn, campaign.account_id)
+        if template is None or sender is None:
+            raise LookupError(f"campaign {campaign_id}: template or sender profile missing")
+        composer = Composer(
+            from_email=campaign.from_email, from_name=campaign.from_name, reply_to=campaign.reply_to,
+            sender=sender, kind=campaign.kind,
+            feedback_id=f"{campaign.id}:{campaign.account_id}:{campaign.kind.value}:{self.config.feedback_id_sender}",
+            list_id=f"<list-{campaign.list_id}.{campaign.account_id}.{self.links.verp.domain}>",
+        )
+        return _CampaignContext(CompiledTemplate(template.subject, template.html, template.text), composer, sender)
+
+    def _single_context(self, m: dict[str, Any]) -> _CampaignContext:
+        p = m["payload"] or {}
+        sender = SenderProfile(**p["sender"])
+        composer = Composer(
+            from_email=p["from_email"], from_name=p.get("from_name", ""), reply_to=p.get("reply_to", ""),
+            sender=sender, kind=MessageKind(m["kind"]),
+            feedback_id=f"tx:{m['account_id']}:{m['kind']}:{self.config.feedback_id_sender}", list_id=None,
+        )
+        return _CampaignContext(CompiledTemplate(p["subject"], p.get("html", ""), p.get("text", "")),
+                                composer, sender)
+
+    async def _envelope(self, m: dict[str, Any]) -> Envelope:
+        ctx = self._contexts[m["campaign_id"]] if m["campaign_id"] else self._single_context(m)
+        account_id, contact_id, campaign_id = m["account_id"], m["contact_id"] or 0, m["campaign_id"] or 0
+        token = self.links.unsubscribe_token(account_id, contact_id, m["id"], campaign_id)
+        url = self.links.unsubscribe_url(token)
+        context = {
+            "contact": {
+                "first_name": m["first_name"] or "", "last_name": m["last_name"] or "",
+                "email": m["recipient"], "mobile": m["mobile"] or "", "crm_id": m["crm_id"] or "",
+                "locale": m["locale"] or "", "attributes": m["attributes"] or {},
+            },
+            "first_name": m["first_name"] or "", "last_name": m["last_name"] or "", "email": m["recipient"],
+            "unsubscribe_url": url,
+            "sender": {"legal_name": ctx.sender.legal_name, "postal_address": ctx.sender.postal_address,
+                       "phone": ctx.sender.phone},
+            "data": (m["payload"] or {}).get("data", {}),
+        }
+        rendered = ctx.template.render(context)
+        data = ctx.composer.compose(rendered, PerMessage(
+            message_id=m["id"], to=m["recipient"], return_path=self.links.verp.address(m["id"]),
+            unsubscribe_url=url, unsubscribe_mailto=self.links.unsubscribe_mailto(token),
+            ref=self.links.ref(account_id, contact_id, m["id"], campaign_id), locale=m["locale"],
+        ))
+        return Envelope(m["id"], self.links.verp.address(m["id"]), m["recipient"], data)
+
