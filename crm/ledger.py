@@ -112,6 +112,7 @@ class Outcome:
     enhanced: str | None = None
     error: str | None = None
     next_attempt_at: datetime | None = None
+    counts_attempt: bool = True  # False for a deferral that was not a delivery attempt (quiet hours)
 
 
 def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], meta: dict[int, dict[str, Any]]) -> None:
@@ -137,7 +138,7 @@ def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], meta: dict[in
             "status": o.status, "updated_at": now, "last_code": o.code, "last_status": o.enhanced,
             "last_error": (o.error or "")[:1000], "next_attempt_at": o.next_attempt_at,
         }
-        if o.status in (MessageStatus.DEFERRED, MessageStatus.FAILED):
+        if o.status in (MessageStatus.DEFERRED, MessageStatus.FAILED) and o.counts_attempt:
             values["attempts"] = messages.c.attempts + 1
         conn.execute(
             update(messages).where(messages.c.id == o.message_id, messages.c.status.in_(pending)).values(**values)

@@ -274,3 +274,21 @@ idempotency_keys = Table(
     Column("response", JSON),
     Column("created_at", Ts, nullable=False),
 )
+
+# Outbox of signed webhooks to the CRM (suspensions, suppressions, ...): written in the same transaction as the
+# event it announces, delivered by a worker chore with retries (at-least-once; receivers dedupe on `id`).
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    _id(),
+    _account_fk(),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", Ts, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Ts, nullable=False),
+    Column("delivered_at", Ts),
+    Column("failed_at", Ts),  # gave up after the maximum age
+    Column("last_error", String(1000)),
+    Index("ix_webhook_events_due", "delivered_at", "failed_at", "next_attempt_at"),
+)

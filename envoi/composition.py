@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Engine
 from crm.db import make_engine, migrate
 from envoi.http.deps import Services
 from envoi.settings import Settings
+from sender.hooks import BodyFilter, HandoffGuard, MessageSigner, OutcomeSink
 from sender.links import Links
 from sender.queue import DispatchQueue
 
@@ -51,3 +53,19 @@ def api_services(settings: Settings, engine: Engine | None = None):  # type: ign
                 eng.dispose()
 
     return factory
+
+
+@dataclass
+class DispatchHooks:
+    """What plugs into every worker: last-moment guards, outcome sinks, HTML filters, periodic chores."""
+
+    guards: list[HandoffGuard] = field(default_factory=list)
+    sinks: list[OutcomeSink] = field(default_factory=list)
+    body_filters: list[BodyFilter] = field(default_factory=list)
+    signers: list[MessageSigner] = field(default_factory=list)
+    chores: list[tuple[float, Callable[[], Awaitable[None]]]] = field(default_factory=list)  # (period s, job)
+
+
+def dispatch_hooks(settings: Settings, engine: Engine, redis: Redis) -> DispatchHooks:
+    """The one place where the guardrails, tracking and unsubscribe slices are wired into the dispatcher."""
+    return DispatchHooks()

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from crm import campaigns as campaign_repo
 from crm import keys, ledger
+from envoi.composition import DispatchHooks, dispatch_hooks
 from envoi.metrics import QUEUE_DEPTH, QUEUE_PENDING, PrometheusObserver
 from envoi.settings import Settings
 from sender.dispatcher import DispatchConfig, Dispatcher
@@ -55,7 +56,7 @@ def build_transport(settings: Settings) -> EmailTransport:
 
 class Worker:
     def __init__(self, settings: Settings, engine: Engine, redis: Redis, transport: EmailTransport,
-                 consumer: str | None = None) -> None:
+                 consumer: str | None = None, hooks: DispatchHooks | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.redis = redis
@@ -64,11 +65,14 @@ class Worker:
         self.queue = DispatchQueue(redis, settings.partitions, self.consumer)
         self.links = Links(settings.signing_keys, settings.public_url, settings.bounce_domain,
                            settings.unsubscribe_mailbox)
+        hooks = hooks or dispatch_hooks(settings, engine, redis)
+        self.chores = hooks.chores
         self.dispatcher = Dispatcher(
             engine, self.queue, transport, self.links,
             RetryPolicy(settings.retry_base_s, settings.retry_cap_s, settings.retry_max_age_s),
             DispatchConfig(batch_size=settings.batch_size, feedback_id_sender=settings.feedback_id_sender),
-            PrometheusObserver(),
+            PrometheusObserver(), guards=hooks.guards, sinks=hooks.sinks, body_filters=hooks.body_filters,
+            signers=hooks.signers,
         )
         self._stop = asyncio.Event()
         self._fanouts: dict[int, asyncio.Task[None]] = {}
@@ -86,6 +90,7 @@ class Worker:
             asyncio.create_task(self._every(0.5, self._start_fanouts)),
             asyncio.create_task(self._every(1.0, self._complete_campaigns)),
             asyncio.create_task(self._every(2.0, self._gauges)),
+            *(asyncio.create_task(self._every(period, chore)) for period, chore in self.chores),
         ]
         try:
             await self.dispatcher.run()

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -28,10 +28,11 @@ from crm.domain import AccountStatus, Channel, ConsentStatus, MessageKind, Messa
 from crm.schema import accounts
 from guardrails.consent import account_may_send, gate
 from sender.compose import Composer, HeaderInjectionError, PerMessage
+from sender.hooks import Action, BodyFilter, HandoffGuard, MessageSigner, OutcomeSink, Recorded, Verdict
 from sender.links import Links
 from sender.observer import DispatchObserver, NullObserver
 from sender.queue import Claimed, DispatchQueue
-from sender.render import CompiledTemplate, RenderError
+from sender.render import CompiledTemplate, Rendered, RenderError
 from sender.retry import RetryPolicy
 from sender.transport import DeliveryResult, EmailTransport, Envelope, Outcome
 
@@ -62,7 +63,9 @@ class _Loaded:
 
 class Dispatcher:
     def __init__(self, engine: Engine, queue: DispatchQueue, transport: EmailTransport, links: Links,
-                 retry: RetryPolicy, config: DispatchConfig, observer: DispatchObserver | None = None) -> None:
+                 retry: RetryPolicy, config: DispatchConfig, observer: DispatchObserver | None = None,
+                 guards: Sequence[HandoffGuard] = (), sinks: Sequence[OutcomeSink] = (),
+                 body_filters: Sequence[BodyFilter] = (), signers: Sequence[MessageSigner] = ()) -> None:
         self.engine = engine
         self.queue = queue
         self.transport = transport
@@ -70,6 +73,10 @@ class Dispatcher:
         self.retry = retry
         self.config = config
         self.observer = observer or NullObserver()
+        self.guards = list(guards)
+        self.sinks = list(sinks)
+        self.body_filters = list(body_filters)
+        self.signers = list(signers)
         self._contexts: dict[int, _CampaignContext] = {}
         self._stopping = asyncio.Event()
         self.in_flight = 0
@@ -167,12 +174,16 @@ class Dispatcher:
             except (RenderError, HeaderInjectionError, LookupError) as exc:
                 outcomes.append(ledger.Outcome(m["id"], MessageStatus.FAILED, error=f"render: {exc}"))
                 ack.append(c)
+        if envelopes and self.guards:
+            envelopes = await self._guard(envelopes, meta, outcomes, ack, deferred)
         sent_now: list[Claimed] = []
+        results_by_id: dict[int, DeliveryResult] = {}
         if envelopes:
             started = time.perf_counter()
             results = await self.transport.deliver([e for _, e in envelopes])
             self.observer.handoff(Channel.EMAIL.value, time.perf_counter() - started, len(envelopes))
             for (c, _), result in zip(envelopes, results, strict=True):
+                results_by_id[c.item.message_id] = result
                 outcome, due = self._outcome(meta[c.item.message_id], result, now)
                 outcomes.append(outcome)
                 if outcome.status == MessageStatus.SENT:
@@ -184,6 +195,11 @@ class Dispatcher:
                     ack.append(c)
             await self.queue.mark_done(sent_now)
         await asyncio.to_thread(self._record, outcomes, meta)
+        if self.sinks and outcomes:
+            recorded = [Recorded(o, meta[o.message_id], results_by_id.get(o.message_id))
+                        for o in outcomes if o.message_id in meta]
+            for sink in self.sinks:
+                await sink.record(recorded)
         await self.queue.finish(ack, deferred)
         counts = Counter(o.status.value for o in outcomes)
         self.observer.outcomes(Channel.EMAIL.value, counts)
@@ -191,6 +207,36 @@ class Dispatcher:
             self.observer.queue_to_sent(
                 Channel.EMAIL.value, (now - meta[c.item.message_id]["queued_at"]).total_seconds()
             )
+
+    async def _guard(self, envelopes: list[tuple[Claimed, Envelope]], meta: dict[int, dict[str, Any]],
+                     outcomes: list[ledger.Outcome], ack: list[Claimed], deferred: list[tuple[Claimed, float]],
+                     ) -> list[tuple[Claimed, Envelope]]:
+        """The last check before hand-off: a guard's verdict keeps the message from the transport."""
+        messages = [meta[c.item.message_id] for c, _ in envelopes]
+        verdicts: dict[int, Verdict] = {}
+        for guard in self.guards:
+            for mid, verdict in (await guard.check(messages)).items():
+                verdicts.setdefault(mid, verdict)
+        if not verdicts:
+            return envelopes
+        keep = []
+        for c, e in envelopes:
+            v = verdicts.get(c.item.message_id)
+            if v is None:
+                keep.append((c, e))
+            elif v.action is Action.HOLD:
+                outcomes.append(ledger.Outcome(c.item.message_id, MessageStatus.HELD, error=v.reason))
+                ack.append(c)
+            elif v.action is Action.SUPPRESS:
+                outcomes.append(ledger.Outcome(c.item.message_id, MessageStatus.SUPPRESSED, error=v.reason))
+                ack.append(c)
+            else:
+                due = v.until if v.until is not None else time.time() + self.retry.base_s
+                outcomes.append(ledger.Outcome(
+                    c.item.message_id, MessageStatus.DEFERRED, error=v.reason, counts_attempt=False,
+                    next_attempt_at=datetime.fromtimestamp(due, UTC)))
+                deferred.append((c, due))
+        return keep
 
     def _outcome(self, m: dict[str, Any], result: DeliveryResult, now: Any
                  ) -> tuple[ledger.Outcome, float | None]:
@@ -277,10 +323,14 @@ class Dispatcher:
             "data": (m["payload"] or {}).get("data", {}),
         }
         rendered = ctx.template.render(context)
+        for body_filter in self.body_filters:
+            rendered = Rendered(rendered.subject, body_filter.html(rendered.html, m), rendered.text)
         data = ctx.composer.compose(rendered, PerMessage(
             message_id=m["id"], to=m["recipient"], return_path=self.links.verp.address(m["id"]),
             unsubscribe_url=url, unsubscribe_mailto=self.links.unsubscribe_mailto(token),
             ref=self.links.ref(account_id, contact_id, m["id"], campaign_id), locale=m["locale"],
         ))
+        for signer in self.signers:
+            data = signer.sign(data, m)
         return Envelope(m["id"], self.links.verp.address(m["id"]), m["recipient"], data)
 

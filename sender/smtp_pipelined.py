@@ -14,6 +14,7 @@ set-up (greeting, EHLO, STARTTLS, AUTH) is in `smtp_handshake`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from collections.abc import Sequence
@@ -213,11 +214,9 @@ class _PipelinedSession:
 
     async def close(self) -> None:
         if not self._broken and self._wire.is_open:
-            try:
+            with contextlib.suppress(*_ERRORS):
                 self._wire.write(b"QUIT\r\n")
                 await self._wire.read(1, self._timeout)
-            except _ERRORS:
-                pass
         self._wire.abort()
         await self._wire.wait_closed(self._timeout)
 

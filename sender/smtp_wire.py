@@ -9,6 +9,7 @@ exactly as many replies, in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections import deque
 from typing import Any
@@ -183,7 +184,5 @@ class SmtpWire(asyncio.Protocol):
         """After abort(): wait (bounded) until the socket is released, so that nothing outlives close()."""
         if self.transport is None:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._gone), timeout)
-        except TimeoutError:
-            pass

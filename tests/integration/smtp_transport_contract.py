@@ -51,7 +51,7 @@ def config(srv: SmtpTestServer, **kw: Any) -> SmtpRelayConfig:
 
 
 @pytest.fixture
-def make_transport(transport_cls: type) -> Any:
+async def make_transport(transport_cls: type) -> Any:
     made: list[Any] = []
 
     def make(cfg: SmtpRelayConfig) -> Any:
@@ -60,6 +60,8 @@ def make_transport(transport_cls: type) -> Any:
         return t
 
     yield make
+    for t in made:  # a test that failed half-way leaves no connection behind (close is idempotent)
+        await t.close()
 
 
 async def run(make: MakeTransport, cfg: SmtpRelayConfig, batch: list[Envelope]) -> list[Any]:
@@ -116,7 +118,7 @@ async def test_a_stalled_server_times_out_as_transient(make_transport: MakeTrans
     rcpts = {1: "slow@example.org"}
     with serve(Faults(stall_rcpts=frozenset(rcpts.values()))) as srv:
         started = time.monotonic()
-        results = await run(make_transport, config(srv, timeout_s=0.4, max_connections=1), envelopes(4, rcpts))
+        results = await run(make_transport, config(srv, timeout_s=1.0, max_connections=1), envelopes(4, rcpts))
         assert time.monotonic() - started < 4
         assert (results[1].outcome, results[1].code) == (Outcome.TRANSIENT, None)
         assert "timeout" in results[1].text.lower()
@@ -266,7 +268,7 @@ async def test_no_exception_escapes_a_mix_of_every_fault(make_transport: MakeTra
         reject_data_rcpts=frozenset({"r13@example.org"}),
     )
     with serve(faults) as srv:
-        results = await run(make_transport, config(srv, timeout_s=0.5, max_connections=3), envelopes(40))
+        results = await run(make_transport, config(srv, timeout_s=1.0, max_connections=3), envelopes(40))
         assert [r.message_id for r in results] == list(range(40))
         by_id = {r.message_id: r for r in results}
         assert by_id[3].outcome is Outcome.PERMANENT and by_id[13].outcome is Outcome.PERMANENT

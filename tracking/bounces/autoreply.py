@@ -21,7 +21,7 @@ _AUTO_SUBJECT = re.compile(
     re.IGNORECASE,
 )
 _READ_SUBJECT = re.compile(r"^\s*(?:read|lu|gelesen|le[íi]do|letto|gelezen)\s*:", re.IGNORECASE)
-_DELIVERED_SUBJECT = re.compile(r"^\s*(?:delivered|zugestellt|remis)\s*:", re.IGNORECASE)
+_DELIVERED_SUBJECT = re.compile(r"^\s*(?:delivered|relayed|zugestellt|remis|entregado)\s*:", re.IGNORECASE)
 
 
 _MDN_FAILURE = re.compile(r"deleted|failed|error|denied|rejected|quota", re.IGNORECASE)

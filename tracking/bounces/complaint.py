@@ -28,6 +28,7 @@ _FBL_SUBJECT = re.compile(
     r"email feedback report|report of (?:spam|abuse)|abuse complaint|spam complaint",
     re.IGNORECASE,
 )
+_DAEMON = re.compile(r"mailer-daemon|mail delivery (?:system|subsystem)", re.IGNORECASE)
 _FBL_BODY = re.compile(
     r"this is an? (?:email )?(?:abuse|spam|feedback) report|feedback[- ]loop|"
     r"this message was (?:reported|marked) as (?:spam|junk)|marked (?:this|the) (?:message|email) as spam|"
@@ -75,10 +76,19 @@ def detect_complaint(msg: Message) -> tuple[str | None, str] | None:
         return recipient, f"complaint:{feedback_type}"
     if jmrp:
         return _first_address(jmrp, _original_to(msg)), "complaint:abuse"
+    if _is_delivery_report(msg):
+        return None  # the weak signals below must never turn a DSN into a complaint
     subject = header(msg, "Subject")
     if (_FBL_SUBJECT.search(subject) or _FBL_BODY.search(body_text(msg)[:3000])) and original_text(msg):
         return _first_address(_original_to(msg)), "complaint:abuse"
     return None
+
+
+def _is_delivery_report(msg: Message) -> bool:
+    if param(msg, "report-type") == "delivery-status" or _DAEMON.search(header(msg, "From")):
+        return True
+    return any(content_type(part) in ("message/delivery-status", "message/global-delivery-status")
+               for part in walk(msg))
 
 
 def _jmrp_in_original(msg: Message) -> str:

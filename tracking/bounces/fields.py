@@ -3,6 +3,9 @@ RFC 5965 §3.1): unfolded, names lower-cased, tolerant of missing blank lines be
 
 from __future__ import annotations
 
+import base64
+import binascii
+import quopri
 import re
 from email.message import Message
 
@@ -13,6 +16,20 @@ _FIELD_RE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)\s*:\s*(.*)$")
 
 def fields_text(part: Message) -> str:
     """Raw text of a message/* report part, whatever the stdlib parser made of it."""
+    text = _fields_text(part)
+    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    # Some MTAs base64- or QP-encode the report part; the stdlib then parses the encoded text as headers.
+    try:
+        if encoding == "base64":
+            text = base64.b64decode("".join(text.split()), validate=False).decode("utf-8", "replace")
+        elif encoding == "quoted-printable":
+            text = quopri.decodestring(text.encode("utf-8", "replace")).decode("utf-8", "replace")
+    except (ValueError, binascii.Error):
+        pass
+    return text
+
+
+def _fields_text(part: Message) -> str:
     try:
         payload = part.get_payload()
         if isinstance(payload, list):

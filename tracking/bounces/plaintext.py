@@ -62,7 +62,7 @@ _WARNING = re.compile(
 _FINAL = re.compile(
     r"permanent(?:ly)? (?:fatal )?(?:error|failure)|giving up|given up|failed permanently|has been returned|"
     r"retry timeout exceeded|will not be retried|no further attempts|deleted from (?:the )?queue|"
-    r"has been rejected|fatal error",
+    r"has been rejected|(?<!non-)(?<!non )fatal error",
     re.IGNORECASE,
 )
 _SMTP_LINE = re.compile(r"(?:^|\s)(?:[45]\d\d[ -]|[45]\.\d{1,3}\.\d{1,3}\b|#[45]\.\d\.\d)", re.MULTILINE)
