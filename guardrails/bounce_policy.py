@@ -95,7 +95,8 @@ def _rx(*alternatives: str) -> re.Pattern[str]:
 # Tier 1: phrases that override any code.
 _SENDER_SIDE = _rx(
     r"sender address rejected", r"sender (?:domain|address) (?:must|is not|does not|doesn't|not)",
-    r"bad (?:outbound )?sender", r"domain of sender address", r"sender (?:is )?(?:blocked|denied|rejected)", r"mail from .{0,60} rejected",
+    r"bad (?:outbound )?sender", r"domain of sender address", r"sender (?:is )?(?:blocked|denied|rejected)",
+    r"mail from .{0,60} rejected",
 )
 _BLOCKLIST = _rx(
     r"spamhaus", r"spamcop", r"barracuda", r"sorbs\.net", r"\bsurbl\b", r"uribl", r"\bdnsbl\b", r"\brbl\b",
@@ -119,6 +120,9 @@ _MAILBOX_FULL = _rx(
     r"too many messages in (?:this|the) mailbox", r"full mailbox",
     r"(?<!sending )(?<!daily )(?<!hourly )(?<!send )(?<!rate )\bquota\b", r"space not enough",
     r"postfach (?:ist )?voll", r"bo[iî]te (?:aux lettres |mail )?(?:est )?pleine", r"buz[oó]n lleno",
+    r"dis[ck] quota", r"no space left on device", r"(?:does not|doesn't) have enough space",
+    r"exceeded storage allocation", r"space has been used up", r"too much mail data",
+    r"too many messages on the server", r"would exceed (?:the )?maximum allowed storage", r"mail file size exceeds",
 )
 # Tier 2 helpers and tier 3 phrases.
 _USER_UNKNOWN = _rx(
@@ -140,7 +144,12 @@ _USER_UNKNOWN = _rx(
     r"not found in (?:the )?(?:directory|ldap|user ?database|address book)", r"user invalid",
     r"recipnotfound", r"recipientnotfound", r"not found by smtp address lookup",
     r"(?:address|recipient|mailbox|user)[^.\n]{0,40}(?:couldn't|could not|can't|cannot) be found",
-    r"(?:wasn't|was not) found at", r"not found in the recipient's e-?mail system", r"no such address", r"addressee unknown",
+    r"(?:wasn't|was not) found at", r"not found in the recipient's e-?mail system", r"no such address",
+    r"can't accept mail for", r"can(?:'t|not) find the user", r"destination addresses? (?:were|was|is) unknown",
+    r"is not a (?:known|valid) (?:user|mailbox|recipient)", r"mailbox not present", r"no account by that name",
+    r"no mail ?box available", r"invalid or unknown virtual user", r"was not found in ldap",
+    r"unknown e-?mail address", r"user missing home directory", r"account or domain may not exist",
+    r"addressee unknown",
     r"did not (?:exactly )?match (?:an?|any) (?:\w+ )?(?:e-?mail )?address",
     r"invalid (?:final )?(?:delivery )?user ?id", r"not a (?:valid |registered |known )(?:\w+ )?user",
     r"does not have a final (?:e-?mail )?delivery point", r"n'existe pas", r"\binconnu", r"unbekannt",
@@ -148,6 +157,7 @@ _USER_UNKNOWN = _rx(
     r"bestaat niet", r"desconocid",
 )
 _DOMAIN = _rx(
+    r"domain must exist", r"name or service not known", r"unroutable address",
     r"mx records? points? to non-?existent hosts?", r"couldn't find any host", r"could not find any host",
     r"couldn't find a mail exchanger", r"no mail exchanger", r"non-?existent (?:domain|host)",
     r"host (?:or domain name )?not found", r"domain (?:name )?not found", r"name service error", r"host unknown",
@@ -157,12 +167,13 @@ _DOMAIN = _rx(
     r"domain (?:name )?(?:is )?(?:invalid|unknown)", r"hostname (?:not found|could not be resolved)",
     r"unknown mail domain", r"dns (?:lookup )?(?:failed|error).{0,40}domain",
 )
-_NULL_MX = _rx(r"null mx", r"does not accept mail", r"doesn't accept mail", r"domain does not receive")
-_MOVED = _rx(r"user not local; please try",
+_NULL_MX = _rx(r"null ?mx", r"(?:does not|doesn't) accept (?:e-?)?mail", r"domain does not receive")
+_MOVED = _rx(r"user not local; please try", r"has been replaced by",
     r"has moved", r"mailbox moved", r"address changed", r"no longer (?:available|valid|in use|at)", r"moved to",
     r"is not longer",
 )
 _DISABLED = _rx(
+    r"no longer accepts mail", r"user suspended", r"is a deactivated mailbox",
     r"disabled", r"deactivated", r"inactive", r"suspended",
     r"account (?:has been |is )?(?:closed|locked|blocked|expired)", r"mailbox (?:is )?(?:locked|closed|frozen)",
     r"not accepting (?:any )?(?:mail|messages)", r"on hold", r"account expired", r"is unavailable",
