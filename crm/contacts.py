@@ -218,7 +218,7 @@ def add_members(conn: Connection, list_id: int, contact_ids: Iterable[int]) -> i
     rows = [{"list_id": list_id, "contact_id": cid, "added_at": now} for cid in contact_ids]
     if not rows:
         return 0
-    return int(conn.execute(ins.values(rows).on_conflict_do_nothing()).rowcount or 0)
+    return len(conn.execute(ins.values(rows).on_conflict_do_nothing().returning(list_members.c.contact_id)).all())
 
 
 def remove_member(conn: Connection, list_id: int, contact_id: int) -> bool:

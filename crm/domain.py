@@ -106,6 +106,11 @@ class EventType(StrEnum):
     OPENED = "opened"
     CLICKED = "clicked"
     UNSUBSCRIBED = "unsubscribed"
+    # issue 4: machine opens (Apple MPP proxies, scanners, opens within seconds of delivery) and scanner clicks
+    # are recorded apart so that the statistics and the guardrails count human engagement only.
+    OPENED_MACHINE = "opened_machine"
+    CLICKED_SCANNER = "clicked_scanner"
+    DELIVERED = "delivered"  # issue 6: the carrier confirmed delivery (Twilio status callback "delivered")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,11 +23,12 @@ class Stored:
 def claim(conn: Connection, account_id: int, key: str, request_hash: str) -> Stored | None:
     """Reserve the key inside the caller's transaction. None: first use (go on). Otherwise the stored entry."""
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(idempotency_keys)
-    res = conn.execute(
+    # RETURNING rather than rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
+    inserted = conn.execute(
         ins.values(account_id=account_id, key=key, request_hash=request_hash, created_at=utcnow())
-        .on_conflict_do_nothing()
-    )
-    if res.rowcount:
+        .on_conflict_do_nothing().returning(idempotency_keys.c.key)
+    ).first()
+    if inserted is not None:
         return None
     row = conn.execute(
         select(idempotency_keys).where(idempotency_keys.c.account_id == account_id, idempotency_keys.c.key == key)

@@ -54,3 +54,67 @@ def reconcile_lock() -> str:
 def counter(campaign_id: int) -> str:
     """Per-campaign counters hash (sent, failed, deferred...), fast path for statistics and guardrails."""
     return f"{PREFIX}:{{c{campaign_id}}}:counters"
+
+
+# --- issue 4 (feedback and tracking) ---------------------------------------------------------------------------
+def campaign_domain_counters(campaign_id: int) -> str:
+    """Per-campaign, per-recipient-domain counters hash: field `<metric>|<registrable domain>` (tracking.counters)."""
+    return f"{PREFIX}:{{c{campaign_id}}}:domains"
+
+
+def seen_bitmap(campaign_id: int, what: str, message_id: int) -> tuple[str, int]:
+    """First-time guard for unique opens / clicks of a campaign's messages (chunks of 2^20 ids, like `done`)."""
+    return f"{PREFIX}:{{c{campaign_id}}}:seen:{what}:{message_id >> 20}", message_id & 0xFFFFF
+
+
+def account_tracking_counters(account_id: int) -> str:
+    """Aggregate opens/clicks of messages sent without per-person tracking (no campaign id in the token)."""
+    return f"{PREFIX}:{{a{account_id}}}:tracking"
+
+
+# --- issue 7 (delivery engine: per-destination traffic shaping, shared by every worker process) -----------------
+# One hash tag per destination ({d<key>}, the key being a provider such as "gmail" or an MX site), so every
+# command of the shaper touches a single slot.
+def shaping_bucket(destination: str) -> str:
+    """Token bucket hash (tokens, ts) of a destination: messages per second shared by all workers."""
+    return f"{PREFIX}:{{d{destination}}}:bucket"
+
+
+def shaping_connections(destination: str) -> str:
+    """Sorted set of connection leases to a destination (member = lease id, score = expiry, epoch s)."""
+    return f"{PREFIX}:{{d{destination}}}:conns"
+
+
+def shaping_state(destination: str) -> str:
+    """Adaptive state hash of a destination: rate factor, connection factor, consecutive temporary failures."""
+    return f"{PREFIX}:{{d{destination}}}:state"
+
+
+def shaping_suspended(destination: str) -> str:
+    """Present (with a TTL) while a destination is suspended after repeated temporary failures."""
+    return f"{PREFIX}:{{d{destination}}}:suspended"
+
+
+# --- issue 3 (guardrails: thresholds and suspension) -------------------------------------------------------------
+def guardrail_counters(campaign_id: int) -> str:
+    """Per-campaign guardrail counters hash: attempted, failed, delivered, blocklist citation, waived thresholds
+    (sender.thresholds_monitor). Kept apart from `counter()` so that two slices never bump the same field."""
+    return f"{PREFIX}:{{c{campaign_id}}}:guardrails"
+
+
+def guardrail_window(account_id: int) -> str:
+    """Transactional sends of an account, rolling 24 h window: hash of hourly buckets `<metric>:<hour>`."""
+    return f"{PREFIX}:{{a{account_id}}}:guardrails:tx"
+
+
+# --- issue 5 (unsubscribe: the hand-off fence) -------------------------------------------------------------------
+# `suppression_set(account, channel)` above is a sorted set (member = address, score = epoch ms of the
+# suppression), trimmed to the last day. Together with the in-flight sets below it closes the window between
+# a dispatcher's batch load and its hand-off (see unsubscribe/fence.py).
+def inflight(account_id: int, channel: str, address: str) -> str:
+    """Set of message ids to `address` that passed the hand-off guard and whose hand-off has not ended yet
+    (PEXPIRE lease, so a crashed worker cannot block an unsubscribe for longer than the lease)."""
+    import hashlib
+
+    digest = hashlib.sha256(address.encode()).hexdigest()[:24]
+    return f"{PREFIX}:{{a{account_id}}}:inflight:{channel}:{digest}"

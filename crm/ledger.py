@@ -13,6 +13,7 @@ from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from crm.address_hash import AddressHasher
 from crm.db import as_utc, utcnow
 from crm.domain import Channel, EventType, MessageKind, MessageStatus, SuppressionReason
 from crm.schema import campaigns, contacts, events, messages, suppressions
@@ -234,7 +235,9 @@ def complete_finished_campaigns(conn: Connection) -> list[int]:
 
 
 def suppressed_addresses(conn: Connection, account_id: int, channel: Channel,
-                         addresses: Sequence[str]) -> dict[str, str]:
+                         addresses: Sequence[str], hasher: AddressHasher | None = None) -> dict[str, str]:
+    """{address: reason} of the suppressed ones; with `hasher`, erased addresses (kept only as a keyed hash,
+    issue 5) match too."""
     out: dict[str, str] = {}
     for chunk in _chunks(list(addresses), 900):
         rows = conn.execute(
@@ -244,6 +247,24 @@ def suppressed_addresses(conn: Connection, account_id: int, channel: Channel,
             )
         )
         out.update({address: reason for address, reason in rows})
+    if hasher is not None:
+        out.update(erased_addresses(conn, account_id, channel, [a for a in addresses if a not in out], hasher))
+    return out
+
+
+def erased_addresses(conn: Connection, account_id: int, channel: Channel, addresses: Sequence[str],
+                     hasher: AddressHasher) -> dict[str, str]:
+    """{address: reason} of the addresses whose keyed hash is on the suppression list (erased contacts)."""
+    out: dict[str, str] = {}
+    for chunk in _chunks(list(addresses), 400):
+        by_hash = hasher.candidates(channel, chunk)
+        rows = conn.execute(
+            select(suppressions.c.address, suppressions.c.reason).where(
+                suppressions.c.account_id == account_id, suppressions.c.channel == channel,
+                suppressions.c.address.in_(list(by_hash)),
+            )
+        )
+        out.update({by_hash[h]: reason for h, reason in rows})
     return out
 
 
@@ -251,14 +272,14 @@ def add_suppression(conn: Connection, account_id: int, channel: Channel, address
                     reason: SuppressionReason, source: str, campaign_id: int | None = None,
                     message_id: int | None = None) -> bool:
     """Suppress an address for the account; returns False when it was already suppressed (idempotent)."""
-    res = conn.execute(
+    inserted = conn.execute(
         _ins(conn, suppressions).values(
             account_id=account_id, channel=channel, address=address.lower() if channel == Channel.EMAIL
             else address, reason=reason, source=source, campaign_id=campaign_id, message_id=message_id,
             created_at=utcnow(),
-        ).on_conflict_do_nothing()
-    )
-    return bool(res.rowcount)
+        ).on_conflict_do_nothing().returning(suppressions.c.id)
+    ).first()
+    return inserted is not None
 
 
 def list_suppressions(conn: Connection, account_id: int, after_id: int, limit: int) -> list[dict[str, Any]]:

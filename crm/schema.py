@@ -30,7 +30,7 @@ Ts = DateTime(timezone=True)
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
         "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         "pk": "pk_%(table_name)s",
     }
@@ -291,4 +291,95 @@ webhook_events = Table(
     Column("failed_at", Ts),  # gave up after the maximum age
     Column("last_error", String(1000)),
     Index("ix_webhook_events_due", "delivered_at", "failed_at", "next_attempt_at"),
+)
+
+# --- issue 4 (feedback and tracking) ---------------------------------------------------------------------------
+# The campaign's own link table: a click token names (message, index) and the redirect can only go to a URL stored
+# here, so /c/ is never an open redirect. Rows are added when a rendered message first shows a URL; personalised
+# URLs (one per recipient) simply add rows. `url_hash` (sha256 hex) keeps the unique key short on both databases.
+campaign_links = Table(
+    "campaign_links",
+    metadata,
+    _id(),
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("url_hash", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("created_at", Ts, nullable=False),
+    UniqueConstraint("campaign_id", "idx", name="uq_campaign_links_idx"),
+    UniqueConstraint("campaign_id", "url_hash", name="uq_campaign_links_url_hash"),
+)
+
+# --- issue 7 (delivery engine: DKIM keys by selector) ------------------------------------------------------------
+# Every DKIM key of a sending domain, by selector: `pending` (generated, the customer publishes the record),
+# `active` (signs; mirrored in sending_domains.dkim_selector/dkim_private_key), `retired` (no longer signs; its DNS
+# record stays published until `retire_after` so that mail signed with it still verifies in transit, M3AAWG).
+dkim_keys = Table(
+    "dkim_keys",
+    metadata,
+    _id(),
+    _account_fk(),
+    Column("domain_id", Id, ForeignKey("sending_domains.id", ondelete="CASCADE"), nullable=False),
+    Column("selector", String(63), nullable=False),
+    Column("kind", String(16), nullable=False),  # rsa | ed25519
+    Column("private_key", Text, nullable=False),  # sealed (sender.dkim_keys), never in clear
+    Column("state", String(16), nullable=False),  # pending | active | retired
+    Column("created_at", Ts, nullable=False),
+    Column("activated_at", Ts),
+    Column("retired_at", Ts),
+    Column("retire_after", Ts),  # when the retired key's DNS record may be removed
+    UniqueConstraint("domain_id", "selector", name="uq_dkim_keys_selector"),
+)
+
+# --- issue 3 (guardrails: the three-failure rule) ------------------------------------------------------------------
+# One row per (account, e-mail address) that failed at least once: counted failures since the last success and,
+# once disabled (for good, Annex 1 obligation iii), when and why. `history` is the evidence shown through the
+# API: the last outcomes [{at, message_id, campaign_id, code, status, class, reason, counted}], oldest first.
+address_failures = Table(
+    "address_failures",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("address", String(320), primary_key=True),
+    Column("consecutive", Integer, nullable=False, default=0),
+    Column("disabled_at", Ts),
+    Column("cause", String(32)),
+    Column("history", JSON, nullable=False, default=list),
+    Column("updated_at", Ts, nullable=False),
+    Index("ix_address_failures_disabled", "account_id", "disabled_at"),
+)
+
+# --- issue 5 (unsubscribe, consent and data-subject rights) ------------------------------------------------------
+# One row per unsubscribe action (page, one-click, mailto): what it changed (`effects`: the suppression rows it
+# created, the lists it left), so that "undo" restores exactly that and nothing else.
+unsubscribe_actions = Table(
+    "unsubscribe_actions",
+    metadata,
+    _id(),
+    _account_fk(),
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("message_id", Id),
+    Column("campaign_id", Id),
+    Column("scope", String(20), nullable=False),  # account | list | all_channels
+    Column("source", String(20), nullable=False),  # page | one-click | mailto
+    Column("effects", JSON, nullable=False),  # {"suppressions": [id, ...], "lists": [list id, ...]}
+    Column("created_at", Ts, nullable=False),
+    Column("undone_at", Ts),
+    Index("ix_unsubscribe_actions_contact", "account_id", "contact_id"),
+)
+
+# --- issue 6 (SMS through Twilio) ----------------------------------------------------------------------------------
+# One row per SMS handed to the gateway: Twilio's message SID (the key of its status callbacks), what the message
+# cost in segments, and the last delivery status Twilio reported (queued → sent → delivered | undelivered | failed).
+sms_messages = Table(
+    "sms_messages",
+    metadata,
+    Column("message_id", Id, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    _account_fk(),
+    Column("sid", String(64)),
+    Column("encoding", String(8), nullable=False, default=""),
+    Column("segments", Integer, nullable=False, default=0),
+    Column("delivery_status", String(16), nullable=False, default="queued"),
+    Column("error_code", Integer),
+    Column("updated_at", Ts, nullable=False),
+    UniqueConstraint("sid", name="uq_sms_messages_sid"),
 )

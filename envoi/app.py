@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from envoi.http import problems, routes_account, routes_contacts, routes_send
+from envoi.http import problems, routes_account, routes_contacts, routes_domains, routes_send
 from envoi.http.deps import Services
 from envoi.http.limits import BodyLimit
 from envoi.metrics import API_REQUESTS
@@ -35,6 +35,7 @@ def create_app(settings: Settings, services_factory: Any) -> FastAPI:
     app.include_router(routes_account.router)
     app.include_router(routes_contacts.router)
     app.include_router(routes_send.router)
+    app.include_router(routes_domains.router)  # issue 7: sending domains, DKIM keys, verification
 
     @app.middleware("http")
     async def count(request: Request, call_next: Any) -> Response:

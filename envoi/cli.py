@@ -169,3 +169,7 @@ try:
     main.add_command(bounces)
 except ImportError:  # pragma: no cover - the bounce parser ships with the tracking package
     pass
+
+from envoi.domains_cli import domains  # noqa: E402  (issue 7: `envoi domains check DOMAIN`)
+
+main.add_command(domains)

@@ -68,4 +68,19 @@ class DispatchHooks:
 
 def dispatch_hooks(settings: Settings, engine: Engine, redis: Redis) -> DispatchHooks:
     """The one place where the guardrails, tracking and unsubscribe slices are wired into the dispatcher."""
-    return DispatchHooks()
+    hooks = DispatchHooks()
+    _delivery_hooks(hooks, settings, engine)  # issue 7
+    return hooks
+
+
+def _delivery_hooks(hooks: DispatchHooks, settings: Settings, engine: Engine) -> None:
+    """Issue 7: DKIM signing with each From domain's key, and (direct mode) the per-destination shaping guard
+    that defers, without counting an attempt, what a suspended or rate-limited destination cannot take now."""
+    from sender.dkim_keys import PlatformKeyring
+    from sender.dkim_road import DomainDkimSigner
+
+    hooks.signers.append(DomainDkimSigner(engine, PlatformKeyring.parse(settings.dkim_platform_keys)))
+    if settings.delivery_mode == "direct":
+        from envoi.delivery import shaping_guard
+
+        hooks.guards.append(shaping_guard(settings))

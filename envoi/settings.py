@@ -60,6 +60,35 @@ class Settings:
     max_body_bytes: int = 1_000_000
     max_import_bytes: int = 200_000_000
     metrics_port: int = 9100  # worker processes: metrics_port + worker index
+    # -- issue 7: delivery engine (DKIM, sending domains, direct to MX, shaping) --
+    delivery_mode: str = "relay"  # relay (smarthost, ENVOI_SMTP_*) | direct (to each domain's MX)
+    dkim_platform_keys: str = ""  # ENVOI_DKIM_PLATFORM_KEYS: `id:base64(32 bytes)`, newest first
+    dkim_ed25519: bool = False  # also generate an Ed25519 key per domain and dual-sign (RFC 8463)
+    spf_include: str = "_spf.envoi.localhost"  # the platform's SPF include that sending domains must carry
+    require_verified_domain: bool = False  # refuse marketing campaigns from an unverified From domain
+    dns_nameservers: tuple[str, ...] = ()  # `host[:port]`; empty: the system resolver (/etc/resolv.conf)
+    dns_timeout_s: float = 5.0
+    mx_port: int = 25  # direct mode: the port dialled on every MX (tests aim it at a local server)
+    tls_required: tuple[str, ...] = ("gmail",)  # providers or recipient domains that get STARTTLS required
+    # -- issue 3: guardrails effects (thresholds, suspension, webhooks) --
+    # Platform overrides of the contract defaults (ENVOI_GUARDRAIL_<SETTING>, see guardrails.policy): checked at
+    # start-up, never looser than the contract.
+    guardrail_overrides: dict[str, object] = field(default_factory=dict)
+    threshold_scan_s: float = 5.0  # chore: re-judge sending/recent campaigns (complaints arrive after the send)
+    webhook_allow_private: bool = False  # allow webhook URLs on loopback/private/link-local ranges (tests, dev)
+    webhook_timeout_s: float = 10.0
+    webhook_retry_base_s: float = 10.0  # exponential backoff: base * 2^(attempts-1), capped
+    webhook_retry_cap_s: float = 3600.0
+    webhook_max_age_s: float = 3 * 24 * 3600.0  # give up on an event older than this
+    # -- issue 6: SMS through Twilio --
+    twilio_account_sid: str = ""  # TWILIO_ACCOUNT_SID; empty: SMS go to the capture file var/sms-outbox.ndjson
+    twilio_auth_token: str = field(default="", repr=False)  # TWILIO_AUTH_TOKEN: REST auth + webhook signatures
+    sms_rate_per_sender: float = 10.0  # messages per second per number / Messaging Service
+    sms_max_in_flight: int = 32
+    sms_timeout_s: float = 10.0
+    sms_max_segments: int = 10  # platform cap on segments per SMS; an account may only lower it
+    sms_opt_out_mention: str = ""  # platform default mention ("STOP au 36xxx"); accounts set their own
+    sms_status_callback_url: str = ""  # default: <public_url>/twilio/status?m={message_id}
 
     @property
     def effective_database_url(self) -> str:
@@ -176,4 +205,83 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         drain_deadline_s=_float(env, "ENVOI_DRAIN_DEADLINE_SECONDS", 20.0),
         max_body_bytes=_int(env, "ENVOI_MAX_BODY_BYTES", 1_000_000, 1024),
         metrics_port=_int(env, "ENVOI_METRICS_PORT", 9100, 0),
+        **_delivery_settings(env, var_dir),
+        **_guardrail_settings(env),
+        **_sms_settings(env),
     )
+
+
+def _delivery_settings(env: Mapping[str, str], var_dir: Path) -> dict[str, object]:
+    """Issue 7: delivery mode, DKIM platform key, sending-domain policy, DNS and direct-to-MX settings."""
+    mode = env.get("ENVOI_DELIVERY_MODE", "relay")
+    if mode not in {"relay", "direct"}:
+        raise ConfigError("ENVOI_DELIVERY_MODE", f"expected relay or direct, got {mode!r}")
+    platform = env.get("ENVOI_DKIM_PLATFORM_KEYS", "")
+    if not platform:
+        # Embedded default, like the link signing key: generated once under var/ (production sets the variable).
+        path = var_dir / "dkim-platform.key"
+        if not path.exists():
+            import base64
+
+            var_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text("k1:" + base64.b64encode(secrets.token_bytes(32)).decode("ascii"))
+            path.chmod(0o600)
+        platform = path.read_text().strip()
+    servers = tuple(s.strip() for s in env.get("ENVOI_DNS_NAMESERVERS", "").split(",") if s.strip())
+    tls = env.get("ENVOI_TLS_REQUIRED")
+    return {
+        "delivery_mode": mode,
+        "dkim_platform_keys": platform,
+        "dkim_ed25519": _bool(env, "ENVOI_DKIM_ED25519", False),
+        "spf_include": env.get("ENVOI_SPF_INCLUDE", "_spf.envoi.localhost").strip(),
+        "require_verified_domain": _bool(env, "ENVOI_REQUIRE_VERIFIED_DOMAIN", False),
+        "dns_nameservers": servers,
+        "dns_timeout_s": _float(env, "ENVOI_DNS_TIMEOUT", 5.0),
+        "mx_port": _int(env, "ENVOI_MX_PORT", 25, 1),
+        "tls_required": ("gmail",) if tls is None else tuple(t.strip().lower() for t in tls.split(",") if t.strip()),
+    }
+
+
+def _guardrail_settings(env: Mapping[str, str]) -> dict[str, object]:
+    """Issue 3: platform guardrail overrides (validated against the contract) and webhook delivery."""
+    from guardrails.policy import PolicyError, overrides_from_env, resolve_policy
+
+    try:
+        overrides = overrides_from_env(env)
+        resolve_policy(overrides)
+    except PolicyError as exc:
+        raise ConfigError(f"ENVOI_GUARDRAIL_{exc.setting.upper()}", str(exc)) from exc
+    return {
+        "guardrail_overrides": overrides,
+        "threshold_scan_s": _float(env, "ENVOI_THRESHOLD_SCAN_SECONDS", 5.0),
+        "webhook_allow_private": _bool(env, "ENVOI_WEBHOOK_ALLOW_PRIVATE", False),
+        "webhook_timeout_s": _float(env, "ENVOI_WEBHOOK_TIMEOUT", 10.0),
+        "webhook_retry_base_s": _float(env, "ENVOI_WEBHOOK_RETRY_BASE_SECONDS", 10.0),
+        "webhook_retry_cap_s": _float(env, "ENVOI_WEBHOOK_RETRY_CAP_SECONDS", 3600.0),
+        "webhook_max_age_s": _float(env, "ENVOI_WEBHOOK_MAX_AGE_SECONDS", 3 * 24 * 3600.0),
+    }
+
+
+def _sms_settings(env: Mapping[str, str]) -> dict[str, object]:
+    """Issue 6: Twilio credentials (optional: without them SMS are captured under var/) and SMS limits."""
+    sid = env.get("TWILIO_ACCOUNT_SID", "").strip()
+    token = env.get("TWILIO_AUTH_TOKEN", "").strip()
+    if sid and not token:
+        raise ConfigError("TWILIO_AUTH_TOKEN", "required when TWILIO_ACCOUNT_SID is set")
+    callback = env.get("ENVOI_SMS_STATUS_CALLBACK_URL", "").strip()
+    if callback and not callback.startswith(("http://", "https://")):
+        raise ConfigError("ENVOI_SMS_STATUS_CALLBACK_URL", "must start with http:// or https://")
+    max_segments = _int(env, "ENVOI_SMS_MAX_SEGMENTS", 10, 1)
+    if max_segments > 10:
+        # 10 x 153 GSM-7 septets is Twilio's 1,600-character body limit: more can never be sent.
+        raise ConfigError("ENVOI_SMS_MAX_SEGMENTS", f"must be <= 10, got {max_segments}")
+    return {
+        "twilio_account_sid": sid,
+        "twilio_auth_token": token,
+        "sms_rate_per_sender": _float(env, "ENVOI_SMS_RATE_PER_SENDER", 10.0),
+        "sms_max_in_flight": _int(env, "ENVOI_SMS_MAX_IN_FLIGHT", 32, 1),
+        "sms_timeout_s": _float(env, "ENVOI_SMS_TIMEOUT", 10.0),
+        "sms_max_segments": max_segments,
+        "sms_opt_out_mention": env.get("ENVOI_SMS_OPT_OUT_MENTION", "").strip(),
+        "sms_status_callback_url": callback,
+    }

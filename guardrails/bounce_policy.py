@@ -96,7 +96,6 @@ def _rx(*alternatives: str) -> re.Pattern[str]:
 _SENDER_SIDE = _rx(
     r"sender address rejected", r"sender (?:domain|address) (?:must|is not|does not|doesn't|not)",
     r"bad (?:outbound )?sender", r"domain of sender address", r"sender (?:is )?(?:blocked|denied|rejected)",
-    r"mail from .{0,60} rejected",
 )
 _BLOCKLIST = _rx(
     r"spamhaus", r"spamcop", r"barracuda", r"sorbs\.net", r"\bsurbl\b", r"uribl", r"\bdnsbl\b", r"\brbl\b",
@@ -310,9 +309,12 @@ def reason_for(code: int | None, enhanced: str | None, text: str) -> Reason:
             return Reason.USER_UNKNOWN  # Exchange Online reuses 5.1.10 for "RecipientNotFound"
         if subject == 1 and detail in (0, 1, 4, 5):
             # x.1.0 "other address status" and friends: the words say whether it is the user or the domain.
+            # A disabled mailbox named in words stays soft (issue 4) even under a sloppy x.1.1.
             generic = _reason_from_text_generic(text)
-            if generic in (Reason.DOMAIN_NOT_FOUND, Reason.NULL_MX, Reason.MAILBOX_MOVED) or detail == 1:
-                return generic if generic in _HARD_REASONS else Reason.USER_UNKNOWN
+            if generic in (Reason.DOMAIN_NOT_FOUND, Reason.NULL_MX, Reason.MAILBOX_MOVED, Reason.MAILBOX_DISABLED):
+                return generic
+            if detail == 1:
+                return Reason.USER_UNKNOWN
             return generic if generic is not None else Reason.USER_UNKNOWN
         known = _BY_STATUS.get((subject, detail))
         if known is not None:

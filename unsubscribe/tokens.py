@@ -1,9 +1,14 @@
 """Signed, opaque tokens for unsubscribe and tracking links.
 
 A token carries (purpose, account, contact, message, campaign) as compact integers, then a truncated
-HMAC-SHA256 under the newest key of a rotating key set. Older keys keep verifying, so links in mail already
-delivered survive a rotation (drop a key from the set to retire it). Ids are not secret, but nothing can be
-forged or enumerated without the key: changing one digit invalidates the MAC.
+HMAC-SHA256 under the signing key of a rotating key set. Ids are not secret, but nothing can be forged or
+enumerated without the key: changing one digit invalidates the MAC (RFC 8058 §3: "hard-to-forge" token).
+
+Rotation: put the new key first; the previous key gets a retirement date (`SigningKey.retired_at`, the day it
+stopped signing) and keeps *verifying* for `verify_for` after that date, so the links in mail already delivered
+keep working (recipients click unsubscribe links in months-old mail). After that window the key verifies nothing
+and can be dropped from the configuration. A key without a retirement date verifies forever (the original
+behaviour).
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import base64
 import hashlib
 import hmac
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 _MAC_BYTES = 16  # 128-bit tag
 _FORMAT = ">BBQQQQ"  # version, purpose, account, contact, message, campaign
 _VERSION = 1
+DEFAULT_VERIFY_FOR = timedelta(days=365)
 
 
 class TokenError(ValueError):
@@ -31,6 +38,12 @@ class LinkClaims:
     contact_id: int
     message_id: int
     campaign_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    secret: str
+    retired_at: datetime | None = None  # stopped signing then; verifies until retired_at + verify_for
 
 
 PURPOSE_UNSUBSCRIBE = 1
@@ -47,21 +60,47 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def key_set(secrets: Sequence[str], retired_at: Sequence[datetime | None] = ()) -> list[SigningKey]:
+    """Pair configured secrets (newest first) with retirement dates given for the older ones, in order:
+    `retired_at[i]` is the retirement date of `secrets[i + 1]`."""
+    dates = list(retired_at)
+    return [SigningKey(s, None if i == 0 or i - 1 >= len(dates) else dates[i - 1]) for i, s in enumerate(secrets)]
+
+
 class LinkSigner:
-    def __init__(self, keys: Sequence[str]) -> None:
+    def __init__(self, keys: Sequence[str | SigningKey], verify_for: timedelta = DEFAULT_VERIFY_FOR,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
         if not keys:
             raise ValueError("at least one signing key is required")
-        self._keys = [hashlib.sha256(k.encode()).digest() for k in keys]
+        self._keys = [(hashlib.sha256(k.secret.encode()).digest(), k.retired_at) if isinstance(k, SigningKey)
+                      else (hashlib.sha256(k.encode()).digest(), None) for k in keys]
+        self._verify_for = verify_for
+        self._clock = clock
 
     def _mac(self, key: bytes, payload: bytes) -> bytes:
         return hmac.new(key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+    def _signing_key(self) -> bytes:
+        now = self._clock()
+        for key, retired in self._keys:
+            if retired is None or retired > now:
+                return key
+        raise TokenError("every signing key is retired: add a new key first in the set")
+
+    def _verifying_keys(self) -> list[bytes]:
+        now = self._clock()
+        return [key for key, retired in self._keys if retired is None or now < retired + self._verify_for]
 
     def sign(self, claims: LinkClaims) -> str:
         payload = struct.pack(
             _FORMAT, _VERSION, claims.purpose, claims.account_id, claims.contact_id, claims.message_id,
             claims.campaign_id,
         )
-        return _b64(payload + self._mac(self._keys[0], payload))
+        return _b64(payload + self._mac(self._signing_key(), payload))
 
     def verify(self, token: str, purpose: int) -> LinkClaims:
         try:
@@ -72,7 +111,9 @@ class LinkSigner:
         if len(raw) != size + _MAC_BYTES:
             raise TokenError("wrong length")
         payload, mac = raw[:size], raw[size:]
-        if not any(hmac.compare_digest(mac, self._mac(k, payload)) for k in self._keys):
+        # Every candidate is computed (no early exit) so timing does not tell which key matched.
+        matches = [hmac.compare_digest(mac, self._mac(k, payload)) for k in self._verifying_keys()]
+        if not any(matches):
             raise TokenError("bad signature")
         version, got_purpose, account, contact, message, campaign = struct.unpack(_FORMAT, payload)
         if version != _VERSION or got_purpose != purpose:

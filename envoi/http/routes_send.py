@@ -19,6 +19,7 @@ from crm.db import utcnow
 from crm.domain import CampaignStatus, Channel, MessageKind, MessageStatus
 from envoi.http.deps import Services, current_account, services
 from envoi.http.problems import Problem, not_found
+from envoi.http.routes_domains import require_verified_domain
 from envoi.http.schemas import CampaignIn, EmailSendIn, TemplateIn
 from guardrails.consent import account_may_send
 from sender.queue import QueueItem
@@ -82,6 +83,8 @@ def create_campaign(body: CampaignIn, account: account_repo.Account = Depends(cu
         if campaign_repo.get_template(conn, account.id, body.template_id) is None:
             raise not_found("template", "template_id")
         profile = _require_sender(conn, account.id)
+        if body.kind == MessageKind.MARKETING:  # issue 7: ENVOI_REQUIRE_VERIFIED_DOMAIN
+            require_verified_domain(svc, account.id, body.from_email or profile.from_email)
         cid = campaign_repo.create_campaign(
             conn, account.id, name=body.name, channel=body.channel, kind=body.kind, list_id=body.list_id,
             template_id=body.template_id, from_email=body.from_email or profile.from_email,
@@ -153,6 +156,8 @@ async def send_campaign(campaign_id: int, request: Request,
             if campaign is None:
                 raise not_found("campaign", "campaign_id")
             _require_sender(conn, account.id)
+            if campaign.kind == MessageKind.MARKETING:  # issue 7: ENVOI_REQUIRE_VERIFIED_DOMAIN
+                require_verified_domain(svc, account.id, campaign.from_email)
             started = campaign_repo.transition(
                 conn, campaign_id, CampaignStatus.SENDING, when=frozenset({CampaignStatus.DRAFT}),
                 started_at=utcnow())

@@ -146,3 +146,34 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
 def test_truncated_real_reports_never_raise(cut: int) -> None:
     raw = (CORPUS / "postfix" / "multi-recipient-014-failed.eml").read_bytes()
     assert parse_bounce(raw[:cut]).kind in set(BounceKind)
+
+
+# --- receipts (RFC 8098 MDN) ---------------------------------------------------------------------------
+
+def _mdn(
+    disposition: str,
+    subject: str = "Read: Nos offres",
+    text: str = "The message sent on 2026-11-26 was displayed.",
+    sender: str = "Reader <reader@example.net>",
+) -> bytes:
+    return (
+        "From: " + sender + "\r\nTo: news@shop.example\r\nSubject: " + subject + "\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=disposition-notification; boundary=R\r\n\r\n"
+        "--R\r\nContent-Type: text/plain\r\n\r\n" + text + "\r\n"
+        "--R\r\nContent-Type: message/disposition-notification\r\n\r\n"
+        "Reporting-UA: mail.example.net; Example MUA\r\nFinal-Recipient: rfc822; reader@example.net\r\n"
+        "Original-Message-ID: <m1@shop.example>\r\nDisposition: " + disposition + "\r\n--R--\r\n"
+    ).encode()
+
+
+def test_read_receipt_is_other() -> None:
+    got = parse_bounce(_mdn("manual-action/MDN-sent-manually; displayed"))
+    assert (got.kind, got.recipient, got.reason) == (BounceKind.OTHER, "reader@example.net", "read_receipt")
+
+
+def test_mdn_that_reports_a_refusal_is_a_failure() -> None:
+    # Sieve "reject" / Dovecot quota refusals travel as MDNs with a "deleted" disposition (RFC 5429).
+    got = parse_bounce(_mdn("automatic-action/MDN-sent-automatically; deleted", "Automatically rejected mail",
+                            "Your message to <reader@example.net> was automatically rejected:\r\nQuota exceeded",
+                            "Mail Delivery Subsystem <MAILER-DAEMON@example.net>"))
+    assert (got.kind, got.recipient, got.reason) == (BounceKind.SOFT, "reader@example.net", "mailbox_full")

@@ -33,6 +33,10 @@ REPLIES = [
     (550, "5.1.1", "Mailbox full", S, Reason.MAILBOX_FULL),  # the cause named in words wins over the code
     (550, "5.2.1", "The email account that you tried to reach is disabled.", S, Reason.MAILBOX_DISABLED),
     (None, None, "This account has been disabled or discontinued", S, Reason.MAILBOX_DISABLED),
+    (550, "5.1.1", "Mailbox disabled for this recipient", S, Reason.MAILBOX_DISABLED),
+    (550, "5.1.0", "<news@envoi.example>: Sender address rejected: Domain not found", P, Reason.POLICY_BLOCK),
+    (550, "5.1.10", "RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup", H,
+     Reason.USER_UNKNOWN),
     # Blocks aimed at the sender, its IP or content: policy, never the recipient's fault.
     (554, "5.7.1", "Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org", P,
      Reason.BLOCKLISTED),

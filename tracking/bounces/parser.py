@@ -16,6 +16,7 @@ from tracking.bounces.message import addresses, body_text, header, load
 from tracking.bounces.plaintext import (
     diagnostic_near,
     find_recipient,
+    from_mail_system,
     is_warning,
     looks_like_bounce,
     report_prose,
@@ -50,7 +51,7 @@ def _other(reason: OtherReason, detector: str, recipient: str | None = None) -> 
 
 
 def _replier(msg: Message) -> str | None:
-    """An auto-reply comes from the recipient's own mailbox (RFC 3834 §3.1.5: From is the responder)."""
+    """An auto-reply or a read receipt comes from the recipient's own mailbox (RFC 3834 §3.1.5, RFC 8098)."""
     for name in ("From", "Reply-To", "Sender"):
         found = [a for a in addresses(header(msg, name)) if not a.startswith("b.")]
         if found:
@@ -87,12 +88,11 @@ def _classify(msg: Message) -> BounceResult:
 
     receipt = detect_receipt(msg)
     if receipt is not None:
-        return BounceResult(BounceKind.OTHER, None, None, receipt, "receipt")
+        return BounceResult(BounceKind.OTHER, _replier(msg), None, receipt, "receipt")
 
-    bounce_like = looks_like_bounce(msg, prose)
-    if is_strong_auto_reply(msg) and not bounce_like:
+    if is_strong_auto_reply(msg) and not from_mail_system(msg):
         return _other(OtherReason.AUTO_REPLY, "auto-reply", _replier(msg))
-    if bounce_like:
+    if looks_like_bounce(msg, prose):
         recipient, offset = find_recipient(msg, prose, _excluded(msg))
         if is_warning(msg, prose):
             return _other(OtherReason.DELAYED, "text-warning", recipient)

@@ -94,6 +94,11 @@ _WEAK = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
 )]
 
 
+def from_mail_system(msg: Message) -> bool:
+    """Sent by a mail system (MAILER-DAEMON, postmaster) or naming failed recipients: never an auto-reply."""
+    return bool(header(msg, "X-Failed-Recipients") or _DAEMON_FROM.search(header(msg, "From")))
+
+
 def looks_like_bounce(msg: Message, prose: str) -> bool:
     if header(msg, "X-Failed-Recipients"):
         return True

@@ -71,8 +71,8 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_contacts_account_id_accounts'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_contacts')),
-    sa.UniqueConstraint('account_id', 'crm_id', name=op.f('uq_contacts_account_id')),
-    sa.UniqueConstraint('account_id', 'email', name=op.f('uq_contacts_account_id'))
+    sa.UniqueConstraint('account_id', 'crm_id', name=op.f('uq_contacts_account_id_crm_id')),
+    sa.UniqueConstraint('account_id', 'email', name=op.f('uq_contacts_account_id_email'))
     )
     op.create_table('events',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -108,7 +108,7 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_lists_account_id_accounts'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_lists')),
-    sa.UniqueConstraint('account_id', 'name', name=op.f('uq_lists_account_id'))
+    sa.UniqueConstraint('account_id', 'name', name=op.f('uq_lists_account_id_name'))
     )
     op.create_table('sender_profiles',
     sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -133,7 +133,7 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_sending_domains_account_id_accounts'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sending_domains')),
-    sa.UniqueConstraint('account_id', 'domain', name=op.f('uq_sending_domains_account_id'))
+    sa.UniqueConstraint('account_id', 'domain', name=op.f('uq_sending_domains_account_id_domain'))
     )
     op.create_table('suppressions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -147,7 +147,7 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_suppressions_account_id_accounts'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_suppressions')),
-    sa.UniqueConstraint('account_id', 'channel', 'address', name=op.f('uq_suppressions_account_id'))
+    sa.UniqueConstraint('account_id', 'channel', 'address', name=op.f('uq_suppressions_account_id_channel_address'))
     )
     op.create_table('templates',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -236,7 +236,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_messages_campaign_id_campaigns'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['contact_id'], ['contacts.id'], name=op.f('fk_messages_contact_id_contacts'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_messages')),
-    sa.UniqueConstraint('campaign_id', 'contact_id', name=op.f('uq_messages_campaign_id'))
+    sa.UniqueConstraint('campaign_id', 'contact_id', name=op.f('uq_messages_campaign_id_contact_id'))
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.create_index('ix_messages_account', ['account_id', 'id'], unique=False)
