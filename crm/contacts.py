@@ -85,14 +85,14 @@ def upsert_contacts(conn: Connection, account_id: int, batch: Sequence[ContactDa
             continue
         # Last occurrence wins inside one batch (ON CONFLICT cannot touch the same row twice).
         unique = list({getattr(c, target): c for c in group}.values())
-        stmt = _insert(conn).values([_values(account_id, c, now) for c in unique])
+        stmt = _insert(conn)
         updatable = {
             name: stmt.excluded[name]
             for name in (*CONTACT_FIELDS, "updated_at")
             if name != target
         }
         stmt = stmt.on_conflict_do_update(index_elements=["account_id", target], set_=updatable)
-        conn.execute(stmt)
+        conn.execute(stmt, [_values(account_id, c, now) for c in unique])  # executemany: compiled once
         keys = [getattr(c, target) for c in unique]
         rows = conn.execute(
             select(contacts.c.id, contacts.c[target]).where(
@@ -218,7 +218,8 @@ def add_members(conn: Connection, list_id: int, contact_ids: Iterable[int]) -> i
     rows = [{"list_id": list_id, "contact_id": cid, "added_at": now} for cid in contact_ids]
     if not rows:
         return 0
-    return len(conn.execute(ins.values(rows).on_conflict_do_nothing().returning(list_members.c.contact_id)).all())
+    # executemany (compiled once, batched by insertmanyvalues); RETURNING counts the rows really added.
+    return len(conn.execute(ins.on_conflict_do_nothing().returning(list_members.c.contact_id), rows).all())
 
 
 def remove_member(conn: Connection, list_id: int, contact_id: int) -> bool:
