@@ -72,3 +72,22 @@ def test_redis_restarted_empty_mid_campaign_loses_nothing(make_env, tmp_path: Pa
         print(f"\n[redis restart] total={len(env.smtp.messages)} unique={len(counts)} duplicates={duplicates}")
     assert set(counts) == set(emails)
     assert view["counters"]["sent"] == 3000
+
+
+def test_sigterm_drains_in_flight_sends_and_leaves_the_rest_queued(make_env):
+    env = make_env(ENVOI_BATCH_SIZE="50")
+    _, client = env.account()
+    emails = [f"d{i}@example.com" for i in range(3000)]
+    cid = setup_campaign(client, emails)
+    worker = WorkerProcess(env.settings, 0).start()
+    ok(client.post(f"/v1/campaigns/{cid}/send"))
+    env.smtp.wait_for(lambda: len(env.smtp.messages) >= 300, timeout=120)
+    assert worker.terminate(timeout=30) == 0  # SIGTERM: stop claiming, finish in-flight batches, exit cleanly
+    view = ok(client.get(f"/v1/campaigns/{cid}"))
+    counters = view["counters"]
+    # every message the SMTP server accepted is recorded as sent; the rest is still queued, nothing failed
+    assert counters["sent"] == len(_recipients(env))
+    assert counters["failed"] == 0 and counters["sent"] + counters["queued"] == view["audience"]["queued"]
+    with env.worker():
+        env.smtp.wait_for(lambda: len(_recipients(env)) == 3000, timeout=180)
+    assert sum(n - 1 for n in _recipients(env).values()) == 0  # a clean stop duplicates nothing
