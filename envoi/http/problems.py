@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM = "application/problem+json"
@@ -75,3 +76,44 @@ def install(app: FastAPI) -> None:
         if exc.headers:
             resp.headers.update(exc.headers)
         return resp
+
+
+class ProblemError(BaseModel):
+    field: str | None = None
+    detail: str
+    code: str | None = None
+
+
+class ProblemDocument(BaseModel):
+    """RFC 9457 problem details, as every 4xx of this API returns them (media type application/problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    field: str | None = None
+    errors: list[ProblemError] = []
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request (e.g. JSON that does not parse)", 401: "Missing or invalid API key",
+    403: "Forbidden (admin key required, or the account cannot send)", 404: "Not found in your account",
+    409: "Conflict with the resource's state", 413: "Request body too large",
+    422: "Invalid field(s): `errors[].field` names each one",
+}
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "model": ProblemDocument} for status, text in _DESCRIPTIONS.items()
+}
+
+
+def fix_problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI files the error model under application/json; our errors are application/problem+json."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if status.startswith("4") and "application/json" in content:
+                    content[PROBLEM] = content.pop("application/json")
+    return schema
