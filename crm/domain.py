@@ -91,6 +91,11 @@ class SkipReason(StrEnum):
     NO_CONSENT = "no_consent"
     CONSENT_WITHDRAWN = "consent_withdrawn"
     SUPPRESSED = "suppressed"
+    # issue 5: the suppression's reason, so the report tells unsubscribed / bounced / complained apart
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"  # disabled after repeated delivery failures
+    COMPLAINED = "complained"
+    ERASED = "erased"
 
 
 class EventType(StrEnum):

@@ -5,6 +5,8 @@ keys of two different tags, so the same code runs on a Redis Cluster (see docs/a
 
 from __future__ import annotations
 
+import hashlib  # issue 5: inflight()
+
 PREFIX = "envoi"
 GROUP = "dispatch"  # the consumer group of every dispatch stream
 
@@ -67,9 +69,13 @@ def seen_bitmap(campaign_id: int, what: str, message_id: int) -> tuple[str, int]
     return f"{PREFIX}:{{c{campaign_id}}}:seen:{what}:{message_id >> 20}", message_id & 0xFFFFF
 
 
-def account_tracking_counters(account_id: int) -> str:
-    """Aggregate opens/clicks of messages sent without per-person tracking (no campaign id in the token)."""
-    return f"{PREFIX}:{{a{account_id}}}:tracking"
+def tracking_hits() -> str:
+    """Stream of open/click hits buffered by the API processes (issue 4): one entry per flush, field `h` = packed
+    hits; consumed by the workers' `tracking` group into SQL events and the counters."""
+    return f"{PREFIX}:{{trk}}:hits"
+
+
+TRACKING_GROUP = "tracking"
 
 
 # --- issue 7 (delivery engine: per-destination traffic shaping, shared by every worker process) -----------------
@@ -114,7 +120,5 @@ def guardrail_window(account_id: int) -> str:
 def inflight(account_id: int, channel: str, address: str) -> str:
     """Set of message ids to `address` that passed the hand-off guard and whose hand-off has not ended yet
     (PEXPIRE lease, so a crashed worker cannot block an unsubscribe for longer than the lease)."""
-    import hashlib
-
     digest = hashlib.sha256(address.encode()).hexdigest()[:24]
     return f"{PREFIX}:{{a{account_id}}}:inflight:{channel}:{digest}"

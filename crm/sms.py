@@ -7,18 +7,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from crm.accounts import audit
 from crm.db import utcnow
 from crm.domain import Channel, ConsentStatus, MessageStatus, SuppressionReason
-from crm.schema import accounts, contacts, messages, sms_messages, suppressions
+from crm.schema import accounts, contacts, events, messages, sms_messages, suppressions
 
 # Twilio's delivery statuses in the order they progress: a late "sent" never overwrites "delivered".
-_RANK = {"accepted": 0, "queued": 0, "sending": 1, "sent": 2, "receiving": 2, "received": 2,
-         "delivered": 3, "undelivered": 3, "failed": 3, "read": 4, "canceled": 3}
+_RANK = {"accepted": 0, "queued": 0, "scheduled": 0, "sending": 1, "sent": 2,
+         "delivered": 3, "undelivered": 3, "failed": 3, "canceled": 3}
 FINAL_DELIVERY = frozenset({"delivered", "undelivered", "failed", "canceled"})
 
 
@@ -55,15 +55,18 @@ class Handoff:
 
 
 def record_handoffs(conn: Connection, rows: Sequence[Handoff]) -> None:
-    """Remember the SID of each SMS Twilio accepted (a replayed hand-off keeps the first row)."""
+    """Remember the SID, encoding and segments of each SMS Twilio accepted."""
     if not rows:
         return
     now = utcnow()
-    conn.execute(_ins(conn, sms_messages).values([
+    stmt = _ins(conn, sms_messages).values([
         {"message_id": h.message_id, "account_id": h.account_id, "sid": h.sid, "encoding": h.encoding,
          "segments": h.segments, "delivery_status": h.status, "updated_at": now}
         for h in rows
-    ]).on_conflict_do_nothing())
+    ])
+    # A status callback may have arrived first and created the row: keep its status, add what only we know.
+    conn.execute(stmt.on_conflict_do_update(index_elements=["message_id"], set_={
+        "sid": stmt.excluded.sid, "encoding": stmt.excluded.encoding, "segments": stmt.excluded.segments}))
 
 
 def find_for_callback(conn: Connection, message_id: int | None, sid: str) -> dict[str, Any] | None:
@@ -85,9 +88,8 @@ def apply_delivery_status(conn: Connection, m: dict[str, Any], sid: str, status:
                           error_code: int | None) -> bool:
     """Record Twilio's status for the message; False when it is stale or a repeat (nothing to count again)."""
     current = m.get("delivery_status")
-    if current is not None and (_RANK.get(status, 0) < _RANK.get(current, 0)
-                                or (current == status and status in FINAL_DELIVERY)):
-        return False
+    if current in FINAL_DELIVERY or (current is not None and _RANK.get(status, 0) < _RANK.get(current, 0)):
+        return False  # a final status is never revised (Twilio may repeat or reorder callbacks)
     now = utcnow()
     values = {"sid": sid or m.get("sid"), "delivery_status": status, "error_code": error_code, "updated_at": now}
     if current is None and m.get("sid") is None:
@@ -139,3 +141,15 @@ def suppression_of(conn: Connection, account_id: int, mobile: str) -> dict[str, 
         suppressions.c.account_id == account_id, suppressions.c.channel == Channel.SMS,
         suppressions.c.address == mobile)).first()
     return dict(row._mapping) if row else None
+
+
+def contact_by_mobile(conn: Connection, account_id: int, mobile: str) -> int | None:
+    return conn.execute(select(contacts.c.id).where(contacts.c.account_id == account_id,
+                                                    contacts.c.mobile == mobile).limit(1)).scalar()
+
+
+def add_event(conn: Connection, m: dict[str, Any], type_: str, data: dict[str, Any] | None) -> None:
+    """Append one event about an SMS (delivery report, carrier failure): the counters read events."""
+    conn.execute(insert(events).values(
+        account_id=m["account_id"], message_id=m["id"], campaign_id=m["campaign_id"], contact_id=m["contact_id"],
+        type=type_, recipient_domain=m["recipient_domain"], data=data, created_at=utcnow()))

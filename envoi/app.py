@@ -7,16 +7,31 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from envoi.http import problems, routes_account, routes_contacts, routes_domains, routes_send
+from envoi.composition import unsubscribe_router  # issue 5
+from envoi.http import (  # routes_tracking: issue 4
+    problems,
+    routes_account,
+    routes_contacts,
+    routes_domains,
+    routes_send,
+    routes_sms,
+    routes_tracking,
+)
 from envoi.http.deps import Services
 from envoi.http.limits import BodyLimit
+from envoi.http.routes_guardrails import admin_router as guardrails_admin  # issue 3
+from envoi.http.routes_guardrails import router as guardrails_router  # issue 3
+from envoi.http.routes_privacy import admin_router as privacy_admin  # issue 5
+from envoi.http.routes_privacy import router as privacy_router  # issue 5
 from envoi.metrics import API_REQUESTS
 from envoi.settings import Settings
-from unsubscribe.web import build_router
+from envoi.tracking_wiring import tracking_service  # issue 4
+from tracking.twilio_webhooks import build_twilio_router  # issue 6
+from tracking.web import PixelFastPath  # issue 4
 
 
 def create_app(settings: Settings, services_factory: Any) -> FastAPI:
@@ -26,16 +41,40 @@ def create_app(settings: Settings, services_factory: Any) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with services_factory() as svc:
             app.state.services = svc
-            app.include_router(build_router(svc.engine, settings.signing_keys))
-            yield
+            app.include_router(unsubscribe_router(settings, svc))  # issue 5: page, one-click, undo
+            # issue 6: Twilio status callbacks and inbound SMS, signatures checked against the public URL
+            app.include_router(build_twilio_router(svc.engine, settings.twilio_auth_token, settings.public_url))
+            tracking = tracking_service(settings, svc.engine, svc.redis)  # issue 4: pixel, clicks, SES webhook
+            app.state.tracking = tracking
+            app.include_router(tracking.router)
+            tracking.start()
+            try:
+                yield
+            finally:
+                await tracking.aclose()  # flush the buffered opens and clicks
 
-    app = FastAPI(title="Envoi", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Envoi", version="0.1.0", lifespan=lifespan, responses=problems.PROBLEM_RESPONSES,
+                  dependencies=[Depends(problems.check_path_ids)],
                   description="Bulk email and SMS sending engine with deliverability guardrails.")
     problems.install(app)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems.fix_problem_media_types(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    # issue 3 (before routes_contacts: /v1/suppressions/disabled must not be taken for a path parameter)
+    app.include_router(guardrails_router)
+    app.include_router(guardrails_admin)
     app.include_router(routes_account.router)
+    app.include_router(privacy_router)  # issue 5 (before routes_contacts: /contacts/{id}/export)
+    app.include_router(privacy_admin)  # issue 5
     app.include_router(routes_contacts.router)
+    app.include_router(routes_tracking.router)  # issue 4 (before routes_send: /stats/domains)
     app.include_router(routes_send.router)
     app.include_router(routes_domains.router)  # issue 7: sending domains, DKIM keys, verification
+    app.include_router(routes_sms.router)  # issue 6: SMS settings, single SMS
 
     @app.middleware("http")
     async def count(request: Request, call_next: Any) -> Response:
@@ -66,4 +105,5 @@ def create_app(settings: Settings, services_factory: Any) -> FastAPI:
 
     app.add_middleware(BodyLimit, default=settings.max_body_bytes,
                        overrides={"/contacts/import": settings.max_import_bytes})
+    app.add_middleware(PixelFastPath)  # issue 4: outermost, the open pixel skips the API's middleware
     return app

@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+from typing import Any  # issue 3
 
 import click
 
@@ -129,6 +130,79 @@ def accounts_create(name: str, as_json: bool) -> None:
         click.echo(f"account {account_id} created\nAPI key (shown once): {key}")
 
 
+# --- issue 3: suspension by hand (the same service functions as the admin API) ------------------------------------
+def _account_services() -> tuple[Settings, Any, Any]:
+    from envoi.composition import database, make_redis
+
+    settings = _settings()
+    return settings, database(settings, run_migrations=False), make_redis(settings)
+
+
+def _run_account(fn: Any) -> Any:
+    from guardrails.account_state import InvalidTransition
+    from sender.accounts_service import AccountNotFound
+
+    settings, engine, redis = _account_services()
+
+    async def go() -> Any:
+        try:
+            return await fn(settings, engine, redis)
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(go())
+    except (AccountNotFound, InvalidTransition, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+
+
+@accounts.command("suspend")
+@click.argument("account_id", type=int)
+@click.option("--note", required=True, help="why (kept in the audit log and sent in the webhook)")
+@click.option("--reason", default="manual", show_default=True,
+              type=click.Choice(["manual", "illegal_use", "non_payment", "failure_rate", "complaint_rate",
+                                 "open_rate", "blocklisted"]))
+@click.option("--actor", default="ops-cli", show_default=True)
+def accounts_suspend(account_id: int, note: str, reason: str, actor: str) -> None:
+    """Suspend an account: its messages are held (not dropped) until reinstatement."""
+    from guardrails.account_state import SuspensionReason
+    from sender import accounts_service
+
+    out = _run_account(lambda settings, engine, redis: accounts_service.suspend(
+        engine, redis, account_id, SuspensionReason(reason), {"by": actor}, actor=actor, note=note))
+    click.echo(json.dumps({"account_id": account_id, "status": out.status.value, "changed": out.changed,
+                           "paused_campaigns": out.campaigns}))
+
+
+@accounts.command("reinstate")
+@click.argument("account_id", type=int)
+@click.option("--note", required=True, help="why the account may send again (required)")
+@click.option("--actor", default="ops-cli", show_default=True)
+def accounts_reinstate(account_id: int, note: str, actor: str) -> None:
+    """Reinstate a suspended account: held messages are re-enqueued, paused campaigns resume."""
+    from sender import accounts_service
+    from sender.queue import DispatchQueue
+
+    out = _run_account(lambda settings, engine, redis: accounts_service.reinstate(
+        engine, redis, DispatchQueue(redis, settings.partitions, "cli"), account_id, actor=actor, note=note))
+    click.echo(json.dumps({"account_id": account_id, "status": out.status.value,
+                           "released_messages": out.released, "resumed_campaigns": out.campaigns}))
+
+
+@accounts.command("show")
+@click.argument("account_id", type=int)
+def accounts_show(account_id: int) -> None:
+    """Status, reason, evidence, billing state, held messages and the audit trail of an account (JSON)."""
+    from sender import accounts_service
+
+    async def show(settings: Settings, engine: Any, redis: Any) -> Any:
+        return accounts_service.show(engine, account_id)
+
+    click.echo(json.dumps(_run_account(show), indent=2, default=str))
+
+
 @main.group()
 def queue() -> None:
     """Inspect and repair the dispatch queue."""
@@ -173,3 +247,15 @@ except ImportError:  # pragma: no cover - the bounce parser ships with the track
 from envoi.domains_cli import domains  # noqa: E402  (issue 7: `envoi domains check DOMAIN`)
 
 main.add_command(domains)
+
+# issue 4: the inbound feedback listener and campaign statistics
+from envoi.tracking_cli import campaigns as _campaigns  # noqa: E402
+from envoi.tracking_cli import inbound as _inbound  # noqa: E402
+
+main.add_command(_inbound)
+main.add_command(_campaigns)
+
+# issue 5: `envoi retention purge [--now ISO]`, `envoi retention export-account ID --out FILE`
+from envoi.retention_cli import retention as _retention  # noqa: E402
+
+main.add_command(_retention)

@@ -6,16 +6,34 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime  # issue 6
+from typing import TYPE_CHECKING  # issue 3
 
 from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
 
+from crm.address_hash import AddressHasher  # issue 5
 from crm.db import make_engine, migrate
 from envoi.http.deps import Services
 from envoi.settings import Settings
 from sender.hooks import BodyFilter, HandoffGuard, MessageSigner, OutcomeSink
 from sender.links import Links
 from sender.queue import DispatchQueue
+from sender.sms_config import SmsPlatform  # issue 6
+from sender.sms_dispatch import SmsRoad  # issue 6
+from sender.sms_transport import SmsTransport  # issue 6
+from unsubscribe.fence import SuppressionFence  # issue 5
+from unsubscribe.service import UnsubscribeService  # issue 5
+from unsubscribe.tokens import LinkSigner, key_set  # issue 5
+
+if TYPE_CHECKING:  # issue 3
+    from fastapi import APIRouter  # issue 5
+
+    from guardrails.signals import CampaignSignals
+    from sender.guardrail_policy import PolicyCache
+    from sender.thresholds_monitor import ThresholdMonitor
+    from sender.webhook_delivery import WebhookDelivery
+    from tracking.inbound import InboundRouter  # issue 5
 
 
 def redis_url(settings: Settings) -> str:
@@ -64,23 +82,209 @@ class DispatchHooks:
     body_filters: list[BodyFilter] = field(default_factory=list)
     signers: list[MessageSigner] = field(default_factory=list)
     chores: list[tuple[float, Callable[[], Awaitable[None]]]] = field(default_factory=list)  # (period s, job)
+    sms: SmsRoad | None = None  # the SMS road (render, quiet hours, Twilio) for messages of channel sms
 
 
 def dispatch_hooks(settings: Settings, engine: Engine, redis: Redis) -> DispatchHooks:
     """The one place where the guardrails, tracking and unsubscribe slices are wired into the dispatcher."""
     hooks = DispatchHooks()
     _delivery_hooks(hooks, settings, engine)  # issue 7
+    hooks.sms = sms_road(settings, engine)  # issue 6: SMS take their own road
+    unsubscribe_hooks(hooks, settings, engine, redis)  # issue 5: hand-off fence (correct at any position)
+    _guardrail_hooks(hooks, settings, engine, redis)  # issue 3
+    _tracking_hooks(hooks, settings, engine, redis)  # issue 4
+    _shaping_hooks(hooks, settings)  # issue 7: the last guard (a suppression verdict wins over a deferral)
     return hooks
 
 
 def _delivery_hooks(hooks: DispatchHooks, settings: Settings, engine: Engine) -> None:
-    """Issue 7: DKIM signing with each From domain's key, and (direct mode) the per-destination shaping guard
-    that defers, without counting an attempt, what a suspended or rate-limited destination cannot take now."""
+    """Issue 7: DKIM signing with each From domain's key. It must stay the LAST signer: any change to the bytes
+    after it breaks the signature."""
     from sender.dkim_keys import PlatformKeyring
     from sender.dkim_road import DomainDkimSigner
 
-    hooks.signers.append(DomainDkimSigner(engine, PlatformKeyring.parse(settings.dkim_platform_keys)))
+    if settings.dkim_sign:
+        hooks.signers.append(DomainDkimSigner(engine, PlatformKeyring.parse(settings.dkim_platform_keys)))
+
+
+def _shaping_hooks(hooks: DispatchHooks, settings: Settings) -> None:
+    """Issue 7, direct mode: the per-destination shaping guard defers, without counting an attempt, what a
+    suspended or rate-limited destination cannot take now."""
     if settings.delivery_mode == "direct":
         from envoi.delivery import shaping_guard
 
         hooks.guards.append(shaping_guard(settings))
+
+
+# --- issue 6 (SMS through Twilio) --------------------------------------------------------------------------------
+def sms_transport(settings: Settings) -> SmsTransport:
+    """Twilio when TWILIO_ACCOUNT_SID is set; otherwise the capture file var/sms-outbox.ndjson (make run)."""
+    if not settings.twilio_account_sid:
+        from sender.sms_capture import SmsCaptureTransport
+
+        return SmsCaptureTransport(settings.var_dir / "sms-outbox.ndjson")
+    from sender.twilio_transport import TwilioSettings, TwilioSmsTransport
+
+    return TwilioSmsTransport(TwilioSettings(
+        account_sid=settings.twilio_account_sid, auth_token=settings.twilio_auth_token,
+        rate_per_sender=settings.sms_rate_per_sender, max_in_flight=settings.sms_max_in_flight,
+        timeout=settings.sms_timeout_s,
+    ))
+
+
+def sms_platform(settings: Settings) -> SmsPlatform:
+    return SmsPlatform(max_segments=settings.sms_max_segments, opt_out_mention=settings.sms_opt_out_mention)
+
+
+def sms_status_callback(settings: Settings) -> str:
+    """Where Twilio posts delivery statuses: under the public URL, so signatures match behind a reverse proxy."""
+    return settings.sms_status_callback_url or f"{settings.public_url}/twilio/status?m={{message_id}}"
+
+
+def sms_road(settings: Settings, engine: Engine, transport: SmsTransport | None = None,
+             clock: Callable[[], datetime] | None = None) -> SmsRoad:
+    """The dispatcher's SMS road; tests pass a transport aimed at a local Twilio-shaped server and a clock."""
+    extra = {"clock": clock} if clock is not None else {}
+    shaped = transport is not None or bool(settings.twilio_account_sid)  # the capture file needs no shaping
+    return SmsRoad(engine, transport or sms_transport(settings), sms_platform(settings),
+                   status_callback=sms_status_callback(settings),
+                   rate_for=(lambda _key: settings.sms_rate_per_sender) if shaped else None,
+                   # 4 dispatch loops share the sender's pace: keep a batch well under the reclaim idle time.
+                   send_budget_s=settings.reclaim_idle_s / 8, **extra)
+
+
+# --- issue 3 (guardrails effects: 3-failure rule, thresholds, suspension, webhooks) ------------------------------
+def campaign_signals(settings: Settings, engine: Engine, redis: Redis) -> CampaignSignals:
+    """Complaints and opens for the thresholds: the tracking slice (issue 4) returns its implementation here."""
+    from envoi.tracking_wiring import TrackingSignals
+
+    return TrackingSignals(engine, redis)
+
+
+def guardrail_policies(settings: Settings, engine: Engine) -> PolicyCache:
+    from sender.guardrail_policy import PolicyCache
+
+    return PolicyCache(engine, settings.guardrail_overrides)
+
+
+def threshold_monitor(settings: Settings, engine: Engine, redis: Redis,
+                      clock: Callable[[], datetime] | None = None) -> ThresholdMonitor:
+    from sender.thresholds_monitor import ThresholdMonitor
+
+    extra = {"clock": clock} if clock is not None else {}
+    return ThresholdMonitor(engine, redis, guardrail_policies(settings, engine).get,
+                            campaign_signals(settings, engine, redis), **extra)
+
+
+def webhook_delivery(settings: Settings, engine: Engine) -> WebhookDelivery:
+    from sender.webhook_delivery import WebhookConfig, WebhookDelivery
+
+    return WebhookDelivery(engine, WebhookConfig(
+        signing_key=settings.signing_keys[0], allow_private=settings.webhook_allow_private,
+        timeout_s=settings.webhook_timeout_s, retry_base_s=settings.webhook_retry_base_s,
+        retry_cap_s=settings.webhook_retry_cap_s, max_age_s=settings.webhook_max_age_s))
+
+
+def _guardrail_hooks(hooks: DispatchHooks, settings: Settings, engine: Engine, redis: Redis) -> None:
+    from sender import accounts_service
+    from sender.accounts_service import AccountStatusGuard
+    from sender.address_failures import AddressFailureSink
+
+    policies = guardrail_policies(settings, engine)
+    monitor = threshold_monitor(settings, engine, redis)
+    monitor.policy_of = policies.get
+    queue = DispatchQueue(redis, settings.partitions, f"guardrails-{socket.gethostname()}")
+    delivery = webhook_delivery(settings, engine)
+    # First: a suspended account's messages are held whatever the other guards would say of them.
+    hooks.guards.insert(0, AccountStatusGuard(redis))
+    hooks.sinks[:0] = [monitor, AddressFailureSink(engine, policies.get)]
+
+    async def sync_flags() -> None:
+        await accounts_service.sync_flags(engine, redis)
+
+    async def release_stray_held() -> None:
+        await accounts_service.release_stray_held(engine, redis, queue)
+
+    async def suspend_overdue() -> None:
+        from crm.db import utcnow
+
+        await accounts_service.suspend_overdue(engine, redis, utcnow(), policies.get)
+
+    async def deliver_webhooks() -> None:
+        await delivery.run_once()
+
+    async def scan_thresholds() -> None:
+        await monitor.scan()
+
+    hooks.chores += [(5.0, sync_flags), (5.0, release_stray_held), (settings.threshold_scan_s, scan_thresholds),
+                     (60.0, suspend_overdue), (1.0, deliver_webhooks)]
+
+
+# --- issue 5 (unsubscribe, consent and data-subject rights) ------------------------------------------------------
+def link_signer(settings: Settings) -> LinkSigner:
+    """Verifies unsubscribe tokens: retired keys keep verifying for ENVOI_SIGNING_KEY_VERIFY_DAYS."""
+    from datetime import timedelta
+
+    return LinkSigner(key_set(settings.signing_keys, settings.signing_keys_retired_at),
+                      verify_for=timedelta(days=settings.signing_key_verify_days))
+
+
+def address_hasher(settings: Settings) -> AddressHasher:
+    return AddressHasher(settings.erasure_key)
+
+
+def unsubscribe_service(settings: Settings, engine: Engine, redis: Redis) -> UnsubscribeService:
+    return UnsubscribeService(engine, SuppressionFence(redis, wait_s=settings.unsubscribe_fence_s))
+
+
+def unsubscribe_router(settings: Settings, svc: Services) -> APIRouter:
+    """The /u/ page, RFC 8058 one-click and undo (mounted by envoi.app at start-up)."""
+    from unsubscribe.web import build_router
+
+    return build_router(svc.engine, link_signer(settings), unsubscribe_service(settings, svc.engine, svc.redis))
+
+
+def register_unsubscribe_mailto(router: InboundRouter, settings: Settings, engine: Engine, redis: Redis) -> None:
+    """`unsubscribe+<token>@<mailbox domain>` on the inbound SMTP listener (RFC 2369 mailto)."""
+    from unsubscribe.mailto import mailto_handler, matches
+
+    router.register(matches(settings.unsubscribe_mailbox),
+                    mailto_handler(settings.unsubscribe_mailbox, link_signer(settings),
+                                   unsubscribe_service(settings, engine, redis)), name="unsubscribe_mailto")
+
+
+def unsubscribe_hooks(hooks: DispatchHooks, settings: Settings, engine: Engine, redis: Redis,
+                      clock: Callable[[], datetime] | None = None) -> None:
+    """The hand-off fence (guard + in-flight release) and the retention purge chore."""
+    from envoi.retention import retention_chore
+    from sender.unsubscribe_guard import InflightRelease, UnsubscribeGuard
+
+    fence = SuppressionFence(redis, wait_s=settings.unsubscribe_fence_s)
+    hooks.guards.append(UnsubscribeGuard(fence, engine, address_hasher(settings)))
+    hooks.sinks.append(InflightRelease(fence))
+    hooks.chores.append((settings.retention_purge_period_s,
+                         retention_chore(engine, clock) if clock else retention_chore(engine)))
+
+
+# --- issue 4 (feedback and tracking) ------------------------------------------------------------------------------
+def _tracking_hooks(hooks: DispatchHooks, settings: Settings, engine: Engine, redis: Redis) -> None:
+    """Link rewriting + open pixel at render time; per-campaign, per-domain counters of every outcome."""
+    from envoi.tracking_wiring import body_filter, engagement_consumer, outcome_sink
+
+    hooks.body_filters.append(body_filter(settings, engine))
+    hooks.sinks.append(outcome_sink(redis))
+    consumer = engagement_consumer(settings, engine, redis)
+
+    async def record_engagement() -> None:  # opens and clicks buffered by the API processes → SQL + counters
+        await consumer.run_once()
+
+    hooks.chores.append((0.2, record_engagement))
+
+
+def inbound_router(settings: Settings, engine: Engine, redis: Redis) -> InboundRouter:
+    """The inbound SMTP listener's router: ARF at the feedback mailbox, the slices' own mailboxes (issue 5's
+    mailto unsubscribe), then DSNs at any VERP address of the bounce domain (first match wins)."""
+    from envoi.tracking_wiring import inbound_router as build
+
+    return build(settings, engine, redis,
+                 lambda router: register_unsubscribe_mailto(router, settings, engine, redis))

@@ -24,6 +24,7 @@ DEMO_ENV = {
     "ENVOI_VAR_DIR": "var/demo",
     "ENVOI_API_PORT": "8100",
     "ENVOI_CAPTURE_SMTP_PORT": "2625",
+    "ENVOI_INBOUND_SMTP_PORT": "2626",
     "ENVOI_PUBLIC_URL": "http://127.0.0.1:8100",
     "ENVOI_METRICS_PORT": "0",
 }

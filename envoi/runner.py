@@ -51,6 +51,9 @@ class Stack:
         for i in range(s.workers):
             self.children.append(subprocess.Popen(
                 [sys.executable, "-m", "envoi", "worker", "--index", str(i)], env=env, stdout=out, stderr=out))
+        # issue 4: the inbound SMTP listener (DSNs at the VERP return-paths, ARF reports, mailto unsubscribe)
+        self.children.append(subprocess.Popen(
+            [sys.executable, "-m", "envoi", "inbound"], env=env, stdout=out, stderr=out))
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         import httpx

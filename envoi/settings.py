@@ -7,7 +7,12 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import (
+    Any,  # issue 7: typed kwargs of the settings blocks
+    TypedDict,  # issue 5
+)
 
 
 class ConfigError(ValueError):
@@ -64,6 +69,7 @@ class Settings:
     delivery_mode: str = "relay"  # relay (smarthost, ENVOI_SMTP_*) | direct (to each domain's MX)
     dkim_platform_keys: str = ""  # ENVOI_DKIM_PLATFORM_KEYS: `id:base64(32 bytes)`, newest first
     dkim_ed25519: bool = False  # also generate an Ed25519 key per domain and dual-sign (RFC 8463)
+    dkim_sign: bool = True  # sign with the From domain's key; off when a relay signs (ENVOI_DKIM_SIGN=false)
     spf_include: str = "_spf.envoi.localhost"  # the platform's SPF include that sending domains must carry
     require_verified_domain: bool = False  # refuse marketing campaigns from an unverified From domain
     dns_nameservers: tuple[str, ...] = ()  # `host[:port]`; empty: the system resolver (/etc/resolv.conf)
@@ -89,6 +95,22 @@ class Settings:
     sms_max_segments: int = 10  # platform cap on segments per SMS; an account may only lower it
     sms_opt_out_mention: str = ""  # platform default mention ("STOP au 36xxx"); accounts set their own
     sms_status_callback_url: str = ""  # default: <public_url>/twilio/status?m={message_id}
+    # -- issue 5: unsubscribe, consent and data-subject rights --
+    # Retirement dates (ISO 8601) of the older signing keys, in order: the i-th date is that of the (i+2)-th key
+    # of ENVOI_SIGNING_KEYS. A retired key keeps verifying links for `signing_key_verify_days` after its date.
+    signing_keys_retired_at: tuple[datetime, ...] = ()
+    signing_key_verify_days: int = 365
+    erasure_key: str = field(default="", repr=False)  # HMAC key of erased addresses (never rotate it away)
+    unsubscribe_fence_s: float = 15.0  # longest wait of an unsubscribe for a hand-off that raced with it
+    retention_purge_period_s: float = 3600.0  # chore: purge terminated accounts' personal data when due
+    # -- issue 4: feedback and tracking --
+    inbound_smtp_host: str = "127.0.0.1"  # ENVOI_INBOUND_SMTP_HOST: the DSN / ARF listener (port: inbound_smtp_port)
+    feedback_mailbox: str = "fbl@envoi.localhost"  # ENVOI_FEEDBACK_MAILBOX: where feedback loops send ARF reports
+    tracking_fast_seconds: float = 2.0  # an open/click this soon after the hand-off is a machine (scanner)
+    tracking_machine_networks: tuple[str, ...] = ()  # extra CIDRs of image proxies / scanners (machine opens)
+    sns_cert_host_pattern: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"  # SNS SigningCertURL host (full match)
+    sns_cert_require_https: bool = True
+    sns_topic_arns: tuple[str, ...] = ()  # empty: any topic (the signature is still required)
 
     @property
     def effective_database_url(self) -> str:
@@ -208,10 +230,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         **_delivery_settings(env, var_dir),
         **_guardrail_settings(env),
         **_sms_settings(env),
+        **_unsubscribe_settings(env, var_dir),
+        **_tracking_settings(env),
     )
 
 
-def _delivery_settings(env: Mapping[str, str], var_dir: Path) -> dict[str, object]:
+def _delivery_settings(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
     """Issue 7: delivery mode, DKIM platform key, sending-domain policy, DNS and direct-to-MX settings."""
     mode = env.get("ENVOI_DELIVERY_MODE", "relay")
     if mode not in {"relay", "direct"}:
@@ -233,6 +257,7 @@ def _delivery_settings(env: Mapping[str, str], var_dir: Path) -> dict[str, objec
         "delivery_mode": mode,
         "dkim_platform_keys": platform,
         "dkim_ed25519": _bool(env, "ENVOI_DKIM_ED25519", False),
+        "dkim_sign": _bool(env, "ENVOI_DKIM_SIGN", True),
         "spf_include": env.get("ENVOI_SPF_INCLUDE", "_spf.envoi.localhost").strip(),
         "require_verified_domain": _bool(env, "ENVOI_REQUIRE_VERIFIED_DOMAIN", False),
         "dns_nameservers": servers,
@@ -242,7 +267,7 @@ def _delivery_settings(env: Mapping[str, str], var_dir: Path) -> dict[str, objec
     }
 
 
-def _guardrail_settings(env: Mapping[str, str]) -> dict[str, object]:
+def _guardrail_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """Issue 3: platform guardrail overrides (validated against the contract) and webhook delivery."""
     from guardrails.policy import PolicyError, overrides_from_env, resolve_policy
 
@@ -262,7 +287,7 @@ def _guardrail_settings(env: Mapping[str, str]) -> dict[str, object]:
     }
 
 
-def _sms_settings(env: Mapping[str, str]) -> dict[str, object]:
+def _sms_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """Issue 6: Twilio credentials (optional: without them SMS are captured under var/) and SMS limits."""
     sid = env.get("TWILIO_ACCOUNT_SID", "").strip()
     token = env.get("TWILIO_AUTH_TOKEN", "").strip()
@@ -284,4 +309,73 @@ def _sms_settings(env: Mapping[str, str]) -> dict[str, object]:
         "sms_max_segments": max_segments,
         "sms_opt_out_mention": env.get("ENVOI_SMS_OPT_OUT_MENTION", "").strip(),
         "sms_status_callback_url": callback,
+    }
+
+
+class _UnsubscribeSettings(TypedDict):
+    signing_keys_retired_at: tuple[datetime, ...]
+    signing_key_verify_days: int
+    erasure_key: str
+    unsubscribe_fence_s: float
+    retention_purge_period_s: float
+
+
+def _unsubscribe_settings(env: Mapping[str, str], var_dir: Path) -> _UnsubscribeSettings:
+    """Issue 5: signing-key retirement, the erasure hash key, the unsubscribe fence, the retention chore."""
+    retired: list[datetime] = []
+    for raw in (x.strip() for x in env.get("ENVOI_SIGNING_KEYS_RETIRED_AT", "").split(",")):
+        if not raw:
+            continue
+        try:
+            when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ConfigError("ENVOI_SIGNING_KEYS_RETIRED_AT", f"expected ISO 8601 dates, got {raw!r}") from exc
+        retired.append(when if when.tzinfo else when.replace(tzinfo=UTC))
+    erasure_key = env.get("ENVOI_ERASURE_KEY", "").strip()
+    if erasure_key and len(erasure_key) < 32:
+        raise ConfigError("ENVOI_ERASURE_KEY", "must be at least 32 characters")
+    if not erasure_key:
+        # Embedded default, like the signing key: generated once under var/ (it must outlive restarts).
+        path = var_dir / "erasure.key"
+        if not path.exists():
+            var_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        erasure_key = path.read_text().strip()
+    return {
+        "signing_keys_retired_at": tuple(retired),
+        "signing_key_verify_days": _int(env, "ENVOI_SIGNING_KEY_VERIFY_DAYS", 365, 1),
+        "erasure_key": erasure_key,
+        "unsubscribe_fence_s": _float(env, "ENVOI_UNSUBSCRIBE_FENCE_SECONDS", 15.0),
+        "retention_purge_period_s": _float(env, "ENVOI_RETENTION_PURGE_PERIOD_SECONDS", 3600.0),
+    }
+
+
+def _tracking_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """Issue 4: the inbound feedback listener, machine-open detection, the SES/SNS webhook."""
+    import ipaddress
+    import re
+
+    networks = tuple(n.strip() for n in env.get("ENVOI_TRACKING_MACHINE_NETWORKS", "").split(",") if n.strip())
+    for n in networks:
+        try:
+            ipaddress.ip_network(n, strict=False)
+        except ValueError as exc:
+            raise ConfigError("ENVOI_TRACKING_MACHINE_NETWORKS", f"not a network: {n!r}") from exc
+    pattern = env.get("ENVOI_SNS_CERT_HOST_PATTERN", "").strip() or r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError("ENVOI_SNS_CERT_HOST_PATTERN", f"not a regular expression: {exc}") from exc
+    mailbox = env.get("ENVOI_FEEDBACK_MAILBOX", "fbl@envoi.localhost").strip()
+    if "@" not in mailbox:
+        raise ConfigError("ENVOI_FEEDBACK_MAILBOX", "expected an address local@domain")
+    return {
+        "inbound_smtp_host": env.get("ENVOI_INBOUND_SMTP_HOST", "127.0.0.1"),
+        "feedback_mailbox": mailbox,
+        "tracking_fast_seconds": _float(env, "ENVOI_TRACKING_FAST_SECONDS", 2.0),
+        "tracking_machine_networks": networks,
+        "sns_cert_host_pattern": pattern,
+        "sns_cert_require_https": _bool(env, "ENVOI_SNS_CERT_REQUIRE_HTTPS", True),
+        "sns_topic_arns": tuple(t.strip() for t in env.get("ENVOI_SNS_TOPIC_ARNS", "").split(",") if t.strip()),
     }

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from crm import campaigns as campaign_repo
 from crm import keys, ledger
-from envoi.composition import DispatchHooks, dispatch_hooks
+from envoi.composition import DispatchHooks, address_hasher, dispatch_hooks
 from envoi.metrics import QUEUE_DEPTH, QUEUE_PENDING, PrometheusObserver
 from envoi.settings import Settings
 from sender.dispatcher import DispatchConfig, Dispatcher
@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 
 def build_transport(settings: Settings) -> EmailTransport:
+    if settings.delivery_mode == "direct":  # straight to each domain's MX, shaped per destination (issue 7)
+        from envoi.delivery import direct_transport
+
+        return direct_transport(settings)
     s = settings.smtp
     config = SmtpRelayConfig(
         host=s.host, port=s.port, starttls=s.starttls, implicit_tls=s.implicit_tls,  # type: ignore[arg-type]
@@ -42,14 +46,11 @@ def build_transport(settings: Settings) -> EmailTransport:
         max_connections=s.max_connections, max_messages_per_connection=s.max_messages_per_connection,
         helo_name=s.helo_name,
     )
-    if s.pipelining:
-        try:
-            from sender.smtp_pipelined import PipelinedSmtpTransport
-        except ImportError:
-            pass
-        else:
-            return PipelinedSmtpTransport(config)
-    from sender.smtp_pool import SmtpPool
+    if s.pipelining:  # our RFC 2920 client; it falls back to lock-step when the relay lacks PIPELINING
+        from sender.smtp_pipelined import PipelinedSmtpTransport
+
+        return PipelinedSmtpTransport(config)
+    from sender.smtp_pool import SmtpPool  # aiosmtplib, for relays where the fast path is not wanted
 
     return SmtpPool(config)
 
@@ -67,12 +68,13 @@ class Worker:
                            settings.unsubscribe_mailbox)
         hooks = hooks or dispatch_hooks(settings, engine, redis)
         self.chores = hooks.chores
+        self.sms = hooks.sms
         self.dispatcher = Dispatcher(
             engine, self.queue, transport, self.links,
             RetryPolicy(settings.retry_base_s, settings.retry_cap_s, settings.retry_max_age_s),
             DispatchConfig(batch_size=settings.batch_size, feedback_id_sender=settings.feedback_id_sender),
             PrometheusObserver(), guards=hooks.guards, sinks=hooks.sinks, body_filters=hooks.body_filters,
-            signers=hooks.signers,
+            signers=hooks.signers, sms=hooks.sms,
         )
         self._stop = asyncio.Event()
         self._fanouts: dict[int, asyncio.Task[None]] = {}
@@ -99,6 +101,8 @@ class Worker:
                 t.cancel()
             await asyncio.gather(*background, *self._fanouts.values(), return_exceptions=True)
             await self.transport.close()
+            if self.sms is not None:
+                await self.sms.close()
 
     async def drain(self, deadline_s: float) -> None:
         """Stop claiming and wait for in-flight batches, at most `deadline_s`."""
@@ -162,7 +166,8 @@ class Worker:
 
             async def fan(cid: int = cid, token: str = token) -> None:
                 try:
-                    await run_fanout(self.engine, self.queue, cid, self.settings.fanout_batch_size, refresh)
+                    await run_fanout(self.engine, self.queue, cid, self.settings.fanout_batch_size, refresh,
+                                     hasher=address_hasher(self.settings))
                 finally:
                     if (await self.redis.get(keys.fanout_lock(cid))) in (token, token.encode()):
                         await self.redis.delete(keys.fanout_lock(cid))

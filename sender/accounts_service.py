@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -50,6 +51,7 @@ class Outcome:
     released: int = 0  # held messages re-enqueued (reinstate)
     cancelled: int = 0  # held messages cancelled (cancel / terminate)
     campaigns: list[int] = field(default_factory=list)  # campaigns paused / resumed / cancelled
+    flagged_at: float = 0.0  # epoch seconds when the Redis flag was set (suspend)
 
 
 def _state(row: Any) -> sm.AccountState:
@@ -108,10 +110,11 @@ async def suspend(engine: Engine, redis: Redis, account_id: int, reason: sm.Susp
                   evidence: Mapping[str, object], actor: str = sm.SYSTEM_ACTOR, note: str = "") -> Outcome:
     """Flag first (the guard's fast path, within the 1 s bound), then the SQL truth."""
     await redis.set(keys.account_status(account_id), AccountStatus.SUSPENDED.value)
+    flagged_at = time.time()
 
     def run() -> Outcome:
         with engine.begin() as conn:
-            return suspend_sql(conn, account_id, reason, evidence, actor, note)
+            return replace(suspend_sql(conn, account_id, reason, evidence, actor, note), flagged_at=flagged_at)
 
     try:
         out = await asyncio.to_thread(run)
@@ -159,18 +162,8 @@ def _requeue_sql(conn: Connection, ids: Sequence[int]) -> list[int]:
 
 async def enqueue_released(redis: Redis, queue: DispatchQueue, account_id: int,
                            rows: Sequence[tuple[int, int | None, str]]) -> None:
-    """Put released messages back on the dispatch queue.
-
-    Their `claimed` bit (sender.queue) was set when they were first taken and then held: clear it, or the
-    queue's duplicate guard would drop the new entry. (Requested: a `DispatchQueue.release()` doing this.)"""
-    if not rows:
-        return
-    pipe = redis.pipeline(transaction=False)
-    for mid, _, _ in rows:
-        key, bit = keys.done_bitmap(queue.partition(account_id), mid)
-        pipe.setbit(key + ":claimed", bit, 0)
-    await pipe.execute()
-    await queue.enqueue([QueueItem(mid, account_id, cid or 0, kind == MessageKind.TRANSACTIONAL.value)
+    """Put released messages back on the dispatch queue (their `claimed` bit is cleared by `release`)."""
+    await queue.release([QueueItem(mid, account_id, cid or 0, kind == MessageKind.TRANSACTIONAL.value)
                          for mid, cid, kind in rows])
 
 

@@ -7,7 +7,9 @@ policy blocks and rate limits say nothing about the recipient and are not counte
 (DEFERRED) is not an outcome: it is counted when it becomes final (FAILED, "retries exhausted").
 
 `AddressFailureSink` consumes the dispatcher's outcomes; `apply_outcomes` is the same logic for any other
-source of final outcomes (asynchronous DSNs parsed by the tracking slice)."""
+source of final outcomes (asynchronous DSNs parsed by the tracking slice). In relay mode the hand-off "success"
+is only the smarthost's acceptance: when a DSN later reports that very message failed, the reset it caused is
+undone (the history is replayed without it), so a relay cannot hide an address that always bounces."""
 
 from __future__ import annotations
 
@@ -95,6 +97,18 @@ def _entry(o: AddressOutcome, at: datetime, reply: ReplyClass | None, counted: b
     return e
 
 
+def _is_success_of(entry: dict[str, Any], message_id: int) -> bool:
+    return bool(entry.get("delivered")) and entry.get("message_id") == message_id
+
+
+def _replay(history: Sequence[dict[str, Any]]) -> int:
+    """Counted failures since the last success, from the kept history."""
+    count = 0
+    for h in history:
+        count = 0 if h.get("delivered") else count + (1 if h.get("counted") else 0)
+    return count
+
+
 def apply_outcomes(conn: Connection, outcomes: Sequence[AddressOutcome],
                    policy_of: Callable[[int], GuardrailPolicy]) -> list[Disabled]:
     """Apply final outcomes in order (one transaction); returns the addresses disabled by them.
@@ -122,22 +136,30 @@ def apply_outcomes(conn: Connection, outcomes: Sequence[AddressOutcome],
             continue  # nothing to reset: no row written for the (vast) majority of addresses that never fail
         state = failures.FailureState(row["consecutive"], row["disabled_at"] is not None) if row else \
             failures.FailureState()
+        history = list((row or {}).get("history") or [])
         if o.delivered:
             reply, outcome = None, failures.DELIVERED
         else:
             reply, outcome = classify(o)
+            if o.message_id is not None and not state.disabled and any(_is_success_of(h, o.message_id)
+                                                                        for h in history):
+                # The message a relay accepted (a "success" that reset the count) has bounced after all (DSN):
+                # it was no success. Replay the history without it.
+                history = [h for h in history if not _is_success_of(h, o.message_id)]
+                state = failures.FailureState(_replay(history))
         transition = failures.record_outcome(state, outcome, policy_of(o.account_id).failure_rule)
-        history = list((row or {}).get("history") or [])
         history.append(_entry(o, now, reply, outcome.counts_against_recipient))
         new = {"account_id": o.account_id, "address": o.address,
                "consecutive": transition.state.consecutive_failures,
                "disabled_at": now if transition.disable else (row or {}).get("disabled_at"),
                "cause": transition.cause.value if transition.cause else (row or {}).get("cause"),
-               "history": history[-HISTORY_LIMIT:], "updated_at": now, "_exists": row is not None}
+               "history": history[-HISTORY_LIMIT:], "updated_at": now,
+               # In the database already: a row read from it, or one this batch will have inserted before.
+               "_exists": row is not None and bool(row.get("_exists", True))}
         touched[key] = new
         if transition.disable:
             assert transition.cause is not None
-            disabled.append(Disabled(o.account_id, o.address, transition.cause.value, new["history"]))
+            disabled.append(Disabled(o.account_id, o.address, transition.cause.value, history[-HISTORY_LIMIT:]))
             ledger.add_suppression(conn, o.account_id, Channel.EMAIL, o.address, SuppressionReason.DISABLED,
                                    source=f"guardrails:{transition.cause.value}", campaign_id=o.campaign_id,
                                    message_id=o.message_id)

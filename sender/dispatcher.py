@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -35,6 +35,9 @@ from sender.queue import Claimed, DispatchQueue
 from sender.render import CompiledTemplate, Rendered, RenderError
 from sender.retry import RetryPolicy
 from sender.transport import DeliveryResult, EmailTransport, Envelope, Outcome
+
+if TYPE_CHECKING:
+    from sender.sms_dispatch import SmsRoad
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,8 @@ class Dispatcher:
     def __init__(self, engine: Engine, queue: DispatchQueue, transport: EmailTransport, links: Links,
                  retry: RetryPolicy, config: DispatchConfig, observer: DispatchObserver | None = None,
                  guards: Sequence[HandoffGuard] = (), sinks: Sequence[OutcomeSink] = (),
-                 body_filters: Sequence[BodyFilter] = (), signers: Sequence[MessageSigner] = ()) -> None:
+                 body_filters: Sequence[BodyFilter] = (), signers: Sequence[MessageSigner] = (),
+                 sms: SmsRoad | None = None) -> None:
         self.engine = engine
         self.queue = queue
         self.transport = transport
@@ -77,6 +81,7 @@ class Dispatcher:
         self.sinks = list(sinks)
         self.body_filters = list(body_filters)
         self.signers = list(signers)
+        self.sms = sms
         self._contexts: dict[int, _CampaignContext] = {}
         self._stopping = asyncio.Event()
         self.in_flight = 0
@@ -151,6 +156,20 @@ class Dispatcher:
         envelopes: list[tuple[Claimed, Envelope]] = []
         deferred: list[tuple[Claimed, float]] = []
         now = utcnow()
+        # SMS take their own road (sender.sms_dispatch: gate, render, quiet hours, Twilio); their outcomes are
+        # recorded and acknowledged below exactly like email's.
+        sms_ids = {c.item.message_id for c in work
+                   if meta.get(c.item.message_id, {}).get("channel") == Channel.SMS.value}
+        if sms_ids and self.sms is not None:
+            started = time.perf_counter()
+            sms = await self.sms.dispatch([(c, meta[c.item.message_id]) for c in work if c.item.message_id in sms_ids],
+                                          loaded.account_status, self.guards, self.retry)
+            self.observer.handoff(Channel.SMS.value, time.perf_counter() - started, len(sms_ids))
+            work = [c for c in work if c.item.message_id not in sms_ids]
+            await self.queue.mark_done(sms.sent)
+            outcomes.extend(sms.outcomes)
+            ack.extend(sms.ack)
+            deferred.extend(sms.deferred)
         for c in work:
             m = meta.get(c.item.message_id)
             if m is None or MessageStatus(m["status"]).is_final:
@@ -201,8 +220,12 @@ class Dispatcher:
             for sink in self.sinks:
                 await sink.record(recorded)
         await self.queue.finish(ack, deferred)
-        counts = Counter(o.status.value for o in outcomes)
-        self.observer.outcomes(Channel.EMAIL.value, counts)
+        by_channel: dict[str, Counter[str]] = {}
+        for o in outcomes:
+            channel = meta.get(o.message_id, {}).get("channel", Channel.EMAIL.value)
+            by_channel.setdefault(channel, Counter())[o.status.value] += 1
+        for channel, counts in by_channel.items():
+            self.observer.outcomes(channel, counts)
         for c in sent_now:
             self.observer.queue_to_sent(
                 Channel.EMAIL.value, (now - meta[c.item.message_id]["queued_at"]).total_seconds()
@@ -264,10 +287,11 @@ class Dispatcher:
                     select(accounts.c.id, accounts.c.status).where(accounts.c.id.in_(account_ids)))
             } if account_ids else {}
             suppressed: dict[int, set[str]] = {}
-            for aid in account_ids:
-                addrs = [m["recipient"] for m in meta.values() if m["account_id"] == aid]
+            email = [m for m in meta.values() if m["channel"] == Channel.EMAIL.value]  # the SMS road loads its own
+            for aid in {m["account_id"] for m in email}:
+                addrs = [m["recipient"] for m in email if m["account_id"] == aid]
                 suppressed[aid] = set(ledger.suppressed_addresses(conn, aid, Channel.EMAIL, addrs))
-            for m in meta.values():
+            for m in email:
                 if m["campaign_id"] and m["campaign_id"] not in self._contexts:
                     self._contexts[m["campaign_id"]] = self._campaign_context(conn, m["campaign_id"])
         return _Loaded(meta, account_status, suppressed)

@@ -27,14 +27,21 @@ from sender.dkim_keys import DkimKeyError, PlatformKeyring, open_private_key
 
 log = logging.getLogger(__name__)
 
-_FROM = re.compile(rb"(?:^|\r\n)From:[^\r\n]*?@([A-Za-z0-9.-]+)", re.IGNORECASE)
+_FROM = re.compile(rb"(?:^|\r\n)From:((?:[^\r\n]|\r\n[ \t])*)", re.IGNORECASE)  # the field, unfolded or not
+_DOMAIN = re.compile(rb"@([A-Za-z0-9.-]+)")
 
 
 def from_domain(data: bytes) -> str | None:
-    """The domain of the From address (the header block only; folded From fields are not produced by us)."""
+    """The domain of the From address, in the header block only. The *last* `@` of the field: a quoted display
+    name may contain one (`"a@b" <news@shop.fr>`), the address comes after it."""
     end = data.find(b"\r\n\r\n")
     m = _FROM.search(data, 0, end if end >= 0 else len(data))
-    return m.group(1).decode("ascii").lower().rstrip(".") if m else None
+    if m is None:
+        return None
+    field = m.group(1)
+    at = field.rfind(b"@")
+    d = _DOMAIN.match(field, at) if at >= 0 else None
+    return d.group(1).decode("ascii").lower().rstrip(".") if d else None
 
 
 class DomainDkimSigner:

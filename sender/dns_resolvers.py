@@ -20,7 +20,8 @@ def _split(server: str) -> tuple[str, int]:
     return server.strip("[]"), 53
 
 
-def _aim(resolver: dns.resolver.Resolver, nameservers: Sequence[str], timeout: float) -> None:
+def _aim(resolver: dns.resolver.Resolver | dns.asyncresolver.Resolver, nameservers: Sequence[str],
+         timeout: float) -> None:
     if nameservers:
         hosts = [_split(s) for s in nameservers]
         resolver.port = hosts[0][1]  # set before `nameservers`: dnspython binds the port when the list is set

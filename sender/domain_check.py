@@ -137,7 +137,8 @@ def check_dmarc(resolver: dns.resolver.Resolver, domain: str, bounce_domain: str
         bounce_domain.endswith("." + domain) and tags.get("aspf", "r").lower() != "s")
     notes = [f"policy p={policy}" + (" (monitoring only)" if policy == "none" else "")]
     notes.append("DKIM aligned (d=" + domain + ")")
-    notes.append("SPF aligned" if spf_aligned else f"SPF not aligned (return path @{bounce_domain}): DKIM carries DMARC")
+    notes.append("SPF aligned" if spf_aligned
+                 else f"SPF not aligned (return path @{bounce_domain}): DKIM carries DMARC")
     return Check("dmarc", True, "; ".join(notes), name, "TXT", dmarc[0], tuple(dmarc))
 
 

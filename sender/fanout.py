@@ -19,9 +19,11 @@ from sqlalchemy.engine import Engine
 
 from crm import campaigns as campaign_repo
 from crm import ledger
+from crm.address_hash import AddressHasher
 from crm.domain import CampaignStatus, Channel, ConsentStatus, MessageKind
 from crm.schema import contacts, list_members
 from guardrails.consent import gate
+from guardrails.suppression_reasons import audience_skip_reason
 from sender.queue import DispatchQueue, QueueItem
 
 log = logging.getLogger(__name__)
@@ -50,12 +52,13 @@ def _audience_batch(engine: Engine, campaign: campaign_repo.Campaign, cursor: in
         ))
 
 
-def _insert_batch(engine: Engine, campaign: campaign_repo.Campaign, rows: list[Any]
-                  ) -> tuple[list[int], Counter[str]]:
+def _insert_batch(engine: Engine, campaign: campaign_repo.Campaign, rows: list[Any],
+                  hasher: AddressHasher | None) -> tuple[list[int], Counter[str]]:
     skipped: Counter[str] = Counter()
     with engine.begin() as conn:
         addresses = [r.address for r in rows if r.address]
-        suppressed = ledger.suppressed_addresses(conn, campaign.account_id, campaign.channel, addresses)
+        # With the hasher, erased contacts (kept only as a keyed hash) that were imported again match too.
+        suppressed = ledger.suppressed_addresses(conn, campaign.account_id, campaign.channel, addresses, hasher)
         keep: list[tuple[int, str]] = []
         for r in rows:
             decision = gate(campaign.kind, bool(r.address), ConsentStatus(r.consent), r.address in suppressed)
@@ -63,20 +66,21 @@ def _insert_batch(engine: Engine, campaign: campaign_repo.Campaign, rows: list[A
                 keep.append((r.id, r.address))
             else:
                 assert decision.reason is not None
-                skipped[decision.reason.value] += 1
+                # The audience report tells unsubscribed / bounced / complained / erased apart (issue 5).
+                skipped[audience_skip_reason(decision.reason, suppressed.get(r.address)).value] += 1
         ids = ledger.insert_campaign_messages(
             conn, campaign.account_id, campaign.id, campaign.channel, campaign.kind, keep
         )
     return ids, skipped
 
 
-async def fanout_batch(engine: Engine, queue: DispatchQueue, campaign: campaign_repo.Campaign, size: int
-                       ) -> BatchResult:
+async def fanout_batch(engine: Engine, queue: DispatchQueue, campaign: campaign_repo.Campaign, size: int,
+                       hasher: AddressHasher | None = None) -> BatchResult:
     rows = await asyncio.to_thread(_audience_batch, engine, campaign, campaign.fanout_cursor, size)
     if not rows:
         await asyncio.to_thread(_checkpoint, engine, campaign, campaign.fanout_cursor, Counter(), 0, True)
         return BatchResult(0, Counter(), campaign.fanout_cursor, True)
-    ids, skipped = await asyncio.to_thread(_insert_batch, engine, campaign, rows)
+    ids, skipped = await asyncio.to_thread(_insert_batch, engine, campaign, rows, hasher)
     await queue.enqueue([
         QueueItem(mid, campaign.account_id, campaign.id, campaign.kind is MessageKind.TRANSACTIONAL)
         for mid in ids
@@ -102,13 +106,13 @@ def _checkpoint(engine: Engine, campaign: campaign_repo.Campaign, cursor: int, s
 
 
 async def run_fanout(engine: Engine, queue: DispatchQueue, campaign_id: int, size: int,
-                     lock_refresh: Any = None) -> None:
+                     lock_refresh: Any = None, hasher: AddressHasher | None = None) -> None:
     """Fan a campaign out to the end (or until it is no longer sending)."""
     while True:
         campaign = await asyncio.to_thread(_load, engine, campaign_id)
         if campaign is None or campaign.status != CampaignStatus.SENDING or campaign.fanout_done:
             return
-        result = await fanout_batch(engine, queue, campaign, size)
+        result = await fanout_batch(engine, queue, campaign, size, hasher)
         if lock_refresh is not None:
             await lock_refresh()
         if result.done:

@@ -92,6 +92,19 @@ class DispatchQueue:
             pipe.xadd(keys.stream(p, "tx" if item.transactional else "bulk"), {"p": item.pack()})
         await pipe.execute()
 
+    async def release(self, items: Sequence[QueueItem]) -> None:
+        """Re-enqueue messages that were taken once and not sent (held by a suspension, then reinstated): clear
+        their `claimed` bit, then add them to their streams, in one pipeline."""
+        if not items:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for item in items:
+            p = self.partition(item.account_id)
+            key, bit = keys.done_bitmap(p, item.message_id)
+            pipe.setbit(key + ":claimed", bit, 0)
+            pipe.xadd(keys.stream(p, "tx" if item.transactional else "bulk"), {"p": item.pack()})
+        await pipe.execute()
+
     async def schedule(self, items: Sequence[tuple[QueueItem, float]]) -> None:
         """Put items on the retry schedule (due at the given epoch seconds)."""
         if not items:

@@ -4,8 +4,9 @@ links of a campaign message to /c/<token> and adds the open pixel /o/<token>.
 Per-person tracking can be switched off per account (`accounts.settings["tracking_per_person"] = false`): the
 tokens then carry no message or contact, and only aggregate counts per campaign are kept.
 
-Transactional messages (no campaign) are not tracked: they have no link table and their recipients did not
-sign up for marketing measurement.
+Only the HTML part is rewritten (the port gives the HTML): links in the text part stay direct, so a reader of
+the plain-text alternative is not tracked. Transactional messages (no campaign) are not tracked: they have no
+link table and their recipients did not sign up for marketing measurement.
 
 SQL runs here synchronously (the port is synchronous), but only when a campaign's URL is not yet in this
 process's cache: once per campaign and URL — personalised URLs cost one small query per message.

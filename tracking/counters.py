@@ -68,7 +68,8 @@ async def read(redis: Redis, campaign_id: int) -> dict[str, dict[str, int]]:
 async def replace(redis: Redis, campaign_id: int, by_domain: Mapping[str, Mapping[str, int]]) -> None:
     """Overwrite the counters with figures computed from the ledger (reconciliation repair)."""
     key = keys.campaign_domain_counters(campaign_id)
-    mapping = {f"{m}|{d}": n for d, metrics in by_domain.items() for m, n in metrics.items() if n}
+    mapping: dict[Any, Any] = {
+        f"{m}|{d}": n for d, metrics in by_domain.items() for m, n in metrics.items() if n}
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(key)
         if mapping:

@@ -8,6 +8,7 @@ couple of seconds of our hand-off was not a human reading the message.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -57,13 +58,24 @@ def request_reason(method: str, user_agent: str, ip: str, rules: MachineRules = 
     """What the request alone says (cheap: called on the hot path before the response)."""
     if method.upper() == "HEAD":
         return MachineReason.HEAD
+    kind = _user_agent_kind(user_agent)
+    if kind is MachineReason.NO_USER_AGENT or kind is MachineReason.SCANNER:
+        return kind
+    if kind is MachineReason.APPLE_MPP and _in(ip, _APPLE_NETWORKS + rules.extra_networks):
+        return MachineReason.APPLE_MPP
+    if rules.extra_networks and _in(ip, rules.extra_networks):
+        return MachineReason.APPLE_MPP
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _user_agent_kind(user_agent: str) -> MachineReason | None:
+    """Cached: user agents repeat a lot and the scanner pattern is the costly part of the hot path."""
     ua = user_agent.strip()
     if not ua:
         return MachineReason.NO_USER_AGENT
-    if _BARE_MOZILLA.match(ua) and _in(ip, _APPLE_NETWORKS + rules.extra_networks):
-        return MachineReason.APPLE_MPP
-    if _in(ip, rules.extra_networks):
-        return MachineReason.APPLE_MPP
+    if _BARE_MOZILLA.match(ua):
+        return MachineReason.APPLE_MPP  # only if the address is Apple's too (checked by the caller)
     if _SCANNER_UA.search(ua):
         return MachineReason.SCANNER
     return None

@@ -51,9 +51,8 @@ def rewrite_links(doc: str, replacement: Callable[[str], str | None], skip_prefi
 def insert_pixel(doc: str, pixel_url: str) -> str:
     tag = (f'<img src="{html.escape(pixel_url, quote=True)}" width="1" height="1" alt="" '
            'style="display:block;border:0;width:1px;height:1px" />')
-    m = None
-    for m in _BODY_END.finditer(doc):
-        pass
-    if m is None:
+    ends = list(_BODY_END.finditer(doc))
+    if not ends:
         return doc + tag
-    return doc[: m.start()] + tag + doc[m.start():]
+    at = ends[-1].start()  # the last </body>: a quoted "</body>" inside the document stays untouched
+    return doc[:at] + tag + doc[at:]

@@ -53,10 +53,11 @@ return refused
 """
 
 # KEYS[1] = suppression set, KEYS[2] = in-flight set of the address
-# ARGV[1] = address, ARGV[2] = now ms, ARGV[3] = trim before ms. Returns the in-flight count.
+# ARGV[1] = address, ARGV[2] = now ms, ARGV[3] = trim before ms, ARGV[4] = TTL ms. Returns the in-flight count.
 _PUBLISH = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return redis.call('SCARD', KEYS[2])
 """
 
@@ -121,7 +122,7 @@ class SuppressionFence:
         now_ms = int(time.time() * 1000)
         inflight_key = keys.inflight(account_id, channel, address)
         pending = await self._publish(keys=[keys.suppression_set(account_id, channel), inflight_key],
-                                      args=[address, now_ms, now_ms - RECENT_MS])
+                                      args=[address, now_ms, now_ms - RECENT_MS, RECENT_MS])
         if not pending:
             return True
         deadline = time.monotonic() + self.wait_s

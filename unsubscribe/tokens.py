@@ -50,6 +50,7 @@ PURPOSE_UNSUBSCRIBE = 1
 PURPOSE_OPEN = 2
 PURPOSE_CLICK = 3
 PURPOSE_REF = 4  # X-Envoi-Ref header: finds our message in a returned original (ARF, DSN)
+PURPOSE_CONFIRM = 5  # double opt-in link: (account, contact, consent entry id in `message_id`)
 
 
 def _b64(data: bytes) -> str:

@@ -117,3 +117,23 @@ def fix_problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
                 if status.startswith("4") and "application/json" in content:
                     content[PROBLEM] = content.pop("application/json")
     return schema
+
+
+MAX_ID = 2**63 - 1
+
+
+def check_path_ids(request: Request) -> None:
+    """An app-wide dependency: no NUL character in path or query parameters (PostgreSQL text cannot hold one);
+    a path id outside the positive 64-bit range can name no row; answer 404 naming it
+    rather than let the database driver overflow (found by the schemathesis fuzz test)."""
+    for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
+        if isinstance(value, str) and "\x00" in value:
+            raise Problem(422, "validation", "Invalid parameter", "NUL characters (U+0000) are not allowed",
+                          field=name)
+    for name, value in request.path_params.items():
+        if name.endswith("_id") and isinstance(value, str) and value.lstrip("-").isdigit():
+            number = int(value)
+            if number < 1 or number > MAX_ID:
+                what = name.removesuffix("_id")
+                raise Problem(404, "not-found", f"{what} not found", f"no {what} with this id in your account",
+                              field=name)

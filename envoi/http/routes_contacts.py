@@ -17,12 +17,15 @@ from sqlalchemy.engine import Connection
 
 from crm import accounts as account_repo
 from crm import contacts as repo
-from crm import ledger
-from crm.domain import Channel, ConsentStatus, LegalBasis
+from crm import unsubscribes  # issue 5 (list_suppressions with filters; was crm.ledger)
+from crm.domain import Channel, ConsentStatus, LegalBasis, SuppressionReason
 from crm.schema import lists as lists_table
 from envoi.http.deps import Services, current_account, services
 from envoi.http.problems import Problem, not_found
 from envoi.http.schemas import ConsentIn, ContactIn, ListIn, MembersIn
+from envoi.http.schemas_privacy import SuppressionFilters  # issue 5
+from guardrails.sensitive import Finding, scan_fields  # issue 3
+from sender.address_failures import histories  # issue 3
 
 router = APIRouter(prefix="/v1", tags=["contacts"])
 
@@ -71,6 +74,21 @@ def _write_batch(conn: Connection, account_id: int, batch: list[ContactIn], extr
     return ids
 
 
+class SensitiveDataError(ValueError):
+    """issue 3: a contact attribute holds a card number, an IBAN or a NIR (contract: never stored)."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(f"{finding.kind.value.replace('_', ' ')} ({finding.masked}) must not be stored on the "
+                         "platform")
+        self.field = finding.field
+
+
+def _check_sensitive(c: ContactIn, line: int | None = None) -> None:
+    findings = scan_fields({"attributes": c.attributes or {}}, line=line)
+    if findings:
+        raise SensitiveDataError(findings[0])
+
+
 def _check_identity(c: ContactIn) -> None:
     if not c.email and not c.crm_id and not c.mobile:
         raise ValueError("a contact needs an email, a mobile or a crm_id")
@@ -85,6 +103,10 @@ def upsert_contact(body: ContactIn, account: account_repo.Account = Depends(curr
         _check_identity(body)
     except ValueError as exc:
         raise Problem(422, "validation", "Invalid contact", str(exc), field="email") from None
+    try:
+        _check_sensitive(body)  # issue 3
+    except SensitiveDataError as exc:
+        raise Problem(422, "sensitive-data", "Sensitive data refused", str(exc), field=exc.field) from None
     with svc.engine.begin() as conn:
         ids = _write_batch(conn, account.id, [body], None)
         contact = repo.get_contact(conn, account.id, ids[_key(body)])
@@ -173,7 +195,7 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
 
 
 @router.post("/contacts/import")
-async def import_contacts(request: Request, list_id: int | None = Query(None),
+async def import_contacts(request: Request, list_id: int | None = Query(None, ge=1, le=2**63 - 1),
                           format: str | None = Query(None, pattern="^(ndjson|csv)$"),
                           account: account_repo.Account = Depends(current_account),
                           svc: Services = Depends(services)) -> dict[str, Any]:
@@ -212,6 +234,7 @@ async def import_contacts(request: Request, list_id: int | None = Query(None),
                 raise ValueError("each line must be a JSON object")
             contact = ContactIn.model_validate(record)
             _check_identity(contact)
+            _check_sensitive(contact, lines)  # issue 3
         except ValidationError as exc:
             field, msg = _first_error(exc)
             error_count += 1
@@ -221,7 +244,7 @@ async def import_contacts(request: Request, list_id: int | None = Query(None),
         except ValueError as exc:
             error_count += 1
             if len(errors) < MAX_REPORTED_ERRORS:
-                errors.append({"line": lines, "field": "line", "detail": str(exc)})
+                errors.append({"line": lines, "field": getattr(exc, "field", "line"), "detail": str(exc)})
             continue
         batch.append(contact)
         if len(batch) >= IMPORT_BATCH:
@@ -289,9 +312,16 @@ def remove_member(list_id: int, contact_id: int, account: account_repo.Account =
 
 
 @router.get("/suppressions")
-def get_suppressions(after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000),
+def get_suppressions(after: int = Query(0, ge=0, le=2**63 - 1), limit: int = Query(100, ge=1, le=1000),
                      account: account_repo.Account = Depends(current_account),
-                     svc: Services = Depends(services)) -> dict[str, Any]:
+                     svc: Services = Depends(services),
+                     filters: SuppressionFilters = Depends()) -> dict[str, Any]:  # issue 5: filters
     with svc.engine.connect() as conn:
-        items = ledger.list_suppressions(conn, account.id, after, limit)
+        items = unsubscribes.list_suppressions(conn, account.id, after, limit, **filters.as_kwargs())  # issue 5
+        # issue 3: an address disabled by the three-failure rule shows the outcomes that disabled it.
+        disabled = [i["address"] for i in items if i["reason"] == SuppressionReason.DISABLED.value]
+        found = histories(conn, account.id, disabled) if disabled else {}
+        for i in items:
+            if i["address"] in found:
+                i["history"] = found[i["address"]]["history"]
     return {"items": items, "next_after": items[-1]["id"] if items else None}

@@ -4,29 +4,43 @@ DKIM key by selector."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy.exc import IntegrityError
 
 from crm import accounts as account_repo
 from crm import sending_domains as repo
 from envoi.http.deps import Services, current_account, services
 from envoi.http.problems import Problem, not_found
+from envoi.http.schemas import Strict
 from envoi.settings import Settings
 from sender import domains
-from sender.dkim import DkimError, _dns_name
 from sender.dkim_keys import PlatformKeyring
 from sender.dns_resolvers import sync_resolver
 
 router = APIRouter(prefix="/v1", tags=["sending domains"])
 
 
-class DomainIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DomainIn(Strict):
+    """Unknown fields refused, no NUL characters (see `Strict`)."""
     domain: str = Field(min_length=3, max_length=253)
     ed25519: bool | None = None  # also an Ed25519 key (dual signature); default: the platform setting
+
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _domain_name(value: str) -> str | None:
+    """The A-label form of a registrable domain name (IDNA, RFC 5890), or None."""
+    try:
+        name = value.strip().rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+    labels = name.split(".")
+    return name if len(labels) >= 2 and all(_LABEL.match(x) for x in labels) else None
 
 
 def keyring(settings: Settings) -> PlatformKeyring:
@@ -48,14 +62,10 @@ def _get(svc: Services, account_id: int, domain_id: int) -> repo.Domain:
 @router.post("/domains", status_code=201)
 async def create_domain(body: DomainIn, account: account_repo.Account = Depends(current_account),
                         svc: Services = Depends(services)) -> dict[str, Any]:
-    try:
-        name = _dns_name(body.domain, "domain")
-    except DkimError:
-        raise Problem(422, "validation", "Invalid domain", f"{body.domain!r} is not a domain name",
-                      field="domain") from None
-    if "." not in name:
-        raise Problem(422, "validation", "Invalid domain", "give a registered domain such as example.fr",
-                      field="domain")
+    name = _domain_name(body.domain)
+    if name is None:
+        raise Problem(422, "validation", "Invalid domain",
+                      f"{body.domain!r} is not a domain name such as example.fr", field="domain")
     ring = keyring(svc.settings)
     ed = svc.settings.dkim_ed25519 if body.ed25519 is None else body.ed25519
 

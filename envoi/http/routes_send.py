@@ -20,8 +20,11 @@ from crm.domain import CampaignStatus, Channel, MessageKind, MessageStatus
 from envoi.http.deps import Services, current_account, services
 from envoi.http.problems import Problem, not_found
 from envoi.http.routes_domains import require_verified_domain
+from envoi.http.routes_guardrails import campaign_guardrails, content_problem  # issue 3
+from envoi.http.routes_sms import sms_campaign_report  # issue 6
 from envoi.http.schemas import CampaignIn, EmailSendIn, TemplateIn
 from guardrails.consent import account_may_send
+from guardrails.content import ViolationCode, check_campaign, check_template  # issue 3
 from sender.queue import QueueItem
 from sender.render import CompiledTemplate, RenderError, sample_context
 
@@ -59,6 +62,13 @@ def create_template(body: TemplateIn, account: account_repo.Account = Depends(cu
     if not body.html and not body.text:
         raise Problem(422, "validation", "Empty template", "give an html or a text body (or both)", field="html")
     _check_template(body.subject, body.html, body.text)
+    # issue 3: content checks (Annex 1 obligations i, ii, iv; sensitive data). The sender block is checked when
+    # a campaign uses the template (the profile may be completed after the template is written).
+    violations = [v for v in check_template(subject=body.subject, html=body.html, text=body.text, sender=None,
+                                            kind=MessageKind.TRANSACTIONAL)
+                  if v.code is not ViolationCode.SENDER_INCOMPLETE]
+    if violations:
+        raise content_problem(violations)
     with svc.engine.begin() as conn:
         tid = campaign_repo.create_template(conn, account.id, body.name, body.subject, body.html, body.text)
     return {"id": tid, "name": body.name, "subject": body.subject}
@@ -80,10 +90,18 @@ def create_campaign(body: CampaignIn, account: account_repo.Account = Depends(cu
     with svc.engine.begin() as conn:
         if contact_repo.get_list(conn, account.id, body.list_id) is None:
             raise not_found("list", "list_id")
-        if campaign_repo.get_template(conn, account.id, body.template_id) is None:
+        template = campaign_repo.get_template(conn, account.id, body.template_id)
+        if template is None:
             raise not_found("template", "template_id")
         profile = _require_sender(conn, account.id)
-        if body.kind == MessageKind.MARKETING:  # issue 7: ENVOI_REQUIRE_VERIFIED_DOMAIN
+        violations = check_campaign(subject=template.subject, html=template.html, text=template.text,
+                                    sender=profile, channel=Channel(body.channel))  # issue 3: content checks
+        if violations:
+            raise content_problem(violations)
+        # issue 6: an SMS campaign needs the SMS sender settings and a body within the segment limit.
+        sms = (sms_campaign_report(conn, svc.settings, account.id, template, body.kind)
+               if body.channel == "sms" else None)
+        if body.kind == MessageKind.MARKETING.value and body.channel == "email":  # ENVOI_REQUIRE_VERIFIED_DOMAIN
             require_verified_domain(svc, account.id, body.from_email or profile.from_email)
         cid = campaign_repo.create_campaign(
             conn, account.id, name=body.name, channel=body.channel, kind=body.kind, list_id=body.list_id,
@@ -91,7 +109,10 @@ def create_campaign(body: CampaignIn, account: account_repo.Account = Depends(cu
             from_name=body.from_name if body.from_name is not None else profile.from_name,
             reply_to=body.reply_to or profile.reply_to,
         )
-        return _campaign_view(conn, account.id, cid)
+        view = _campaign_view(conn, account.id, cid)
+        if sms is not None:
+            view["sms"] = sms  # issue 6: encoding and segments of the body as it will travel
+        return view
 
 
 def _campaign_view(conn: Connection, account_id: int, campaign_id: int) -> dict[str, Any]:
@@ -120,7 +141,8 @@ def campaign_stats(campaign_id: int, account: account_repo.Account = Depends(cur
     with svc.engine.connect() as conn:
         view = _campaign_view(conn, account.id, campaign_id)
     return {"campaign_id": campaign_id, "status": view["status"], "audience": view["audience"],
-            "counters": view["counters"]}
+            "counters": view["counters"],
+            "guardrails": campaign_guardrails(svc, account.id, campaign_id, view["completed_at"])}  # issue 3
 
 
 def _request_hash(path: str, body: bytes) -> str:
@@ -156,7 +178,7 @@ async def send_campaign(campaign_id: int, request: Request,
             if campaign is None:
                 raise not_found("campaign", "campaign_id")
             _require_sender(conn, account.id)
-            if campaign.kind == MessageKind.MARKETING:  # issue 7: ENVOI_REQUIRE_VERIFIED_DOMAIN
+            if campaign.kind == MessageKind.MARKETING and campaign.channel == Channel.EMAIL:  # verified domain
                 require_verified_domain(svc, account.id, campaign.from_email)
             started = campaign_repo.transition(
                 conn, campaign_id, CampaignStatus.SENDING, when=frozenset({CampaignStatus.DRAFT}),

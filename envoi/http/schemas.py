@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from crm.phones import PhoneNumberError, normalize_mobile
 
@@ -31,13 +31,37 @@ def _one_line(value: str) -> str:
     return value
 
 
+# Ledger ids are positive 64-bit integers: anything else can name no row (and would overflow the driver).
+DbId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 Email = Annotated[str, Field(max_length=320), AfterValidator(_email)]
 Mobile = Annotated[str, Field(max_length=40), AfterValidator(_mobile)]
 Line = Annotated[str, Field(max_length=500), AfterValidator(_one_line)]
 
 
+def _no_nul(value: Any, depth: int = 0) -> Any:
+    """PostgreSQL text cannot hold U+0000, and no legitimate CRM field needs it: refuse it up front (422)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("NUL characters (U+0000) are not allowed")
+    elif isinstance(value, dict) and depth < 20:
+        for k, v in value.items():
+            _no_nul(k, depth + 1)
+            _no_nul(v, depth + 1)
+    elif isinstance(value, list | tuple) and depth < 20:
+        for v in value:
+            _no_nul(v, depth + 1)
+    return value
+
+
 class Strict(BaseModel):
+    """Base of every request body: unknown fields refused, strings stripped, no NUL characters anywhere."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _refuse_nul(cls, value: Any) -> Any:
+        return _no_nul(value)
 
 
 class ConsentIn(Strict):
@@ -63,7 +87,7 @@ class ContactIn(Strict):
     locale: Annotated[str, Field(max_length=20)] | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
     consents: list[ConsentIn] = Field(default_factory=list, max_length=10)
-    lists: list[int] = Field(default_factory=list, max_length=100)
+    lists: list[DbId] = Field(default_factory=list, max_length=100)
 
 
 class SenderProfileIn(Strict):
@@ -81,7 +105,7 @@ class ListIn(Strict):
 
 
 class MembersIn(Strict):
-    contact_ids: list[int] = Field(min_length=1, max_length=10_000)
+    contact_ids: list[DbId] = Field(min_length=1, max_length=10_000)
 
 
 class TemplateIn(Strict):
@@ -93,9 +117,9 @@ class TemplateIn(Strict):
 
 class CampaignIn(Strict):
     name: Line = Field(min_length=1, max_length=200)
-    list_id: int
-    template_id: int
-    channel: Literal["email"] = "email"
+    list_id: DbId
+    template_id: DbId
+    channel: Literal["email", "sms"] = "email"  # sms (issue 6): the template's text is the SMS body
     kind: Literal["marketing", "transactional"] = "marketing"
     from_email: Email | None = None
     from_name: Line | None = None
@@ -107,7 +131,7 @@ class EmailSendIn(Strict):
     subject: Line | None = Field(default=None, max_length=998)
     html: Annotated[str, Field(max_length=500_000)] = ""
     text: Annotated[str, Field(max_length=500_000)] = ""
-    template_id: int | None = None
+    template_id: DbId | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     from_email: Email | None = None
     from_name: Line | None = None

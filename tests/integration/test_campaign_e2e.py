@@ -109,3 +109,28 @@ def test_transactional_email_is_sent_once_per_idempotency_key(make_env):
     msg = email.message_from_bytes(env.smtp.messages[0].data, policy=email.policy.default)
     assert msg["Subject"] == "Votre commande A-42"
     assert "List-Unsubscribe" not in msg  # transactional: no marketing headers
+
+
+def test_audience_report_tells_each_exclusion_reason_apart(make_env):
+    from crm import ledger
+    from crm.domain import Channel, SuppressionReason
+
+    env = make_env()
+    account_id, client = env.account()
+    emails = [f"a{i}@example.com" for i in range(6)]
+    cid = setup_campaign(client, emails)
+    reasons = {"a0@example.com": SuppressionReason.UNSUBSCRIBED, "a1@example.com": SuppressionReason.COMPLAINED,
+               "a2@example.com": SuppressionReason.DISABLED}
+    with env.engine.begin() as conn:
+        for address, reason in reasons.items():
+            ledger.add_suppression(conn, account_id, Channel.EMAIL, address, reason, "test")
+    contact = ok(client.get("/v1/contacts", params={"email": "a3@example.com"}))
+    ok(client.post(f"/v1/contacts/{contact['id']}/consents",
+                   json={"channel": "email", "status": "withdrawn", "source": "preference centre"}))
+    with env.worker():
+        ok(client.post(f"/v1/campaigns/{cid}/send"))
+        view = wait_until(lambda: (v := ok(client.get(f"/v1/campaigns/{cid}")))["status"] == "completed" and v, 15,
+                          message="campaign completed")
+    assert view["audience"]["queued"] == 2
+    assert view["audience"]["skipped"] == {"unsubscribed": 1, "complained": 1, "bounced": 1, "consent_withdrawn": 1}
+    assert sorted(m.rcpt_tos[0] for m in env.smtp.messages) == ["a4@example.com", "a5@example.com"]
