@@ -122,3 +122,9 @@ def inflight(account_id: int, channel: str, address: str) -> str:
     (PEXPIRE lease, so a crashed worker cannot block an unsubscribe for longer than the lease)."""
     digest = hashlib.sha256(address.encode()).hexdigest()[:24]
     return f"{PREFIX}:{{a{account_id}}}:inflight:{channel}:{digest}"
+
+
+def dnsbl_seen(account_id: int, zone: str, target: str) -> str:
+    """A DNSBL listing of an account's domain already acted upon (so that a reinstated account is not suspended
+    again for the same listing); expires when the listing has not been seen for 30 days."""
+    return f"{PREFIX}:{{a{account_id}}}:dnsbl:{zone}:{target}"

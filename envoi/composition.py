@@ -21,6 +21,9 @@ from sender.links import Links
 from sender.queue import DispatchQueue
 from sender.sms_config import SmsPlatform  # issue 6
 from sender.sms_dispatch import SmsRoad  # issue 6
+
+if TYPE_CHECKING:
+    from sender.dnsbl import DnsblMonitor
 from sender.sms_transport import SmsTransport  # issue 6
 from unsubscribe.fence import SuppressionFence  # issue 5
 from unsubscribe.service import UnsubscribeService  # issue 5
@@ -218,6 +221,26 @@ def _guardrail_hooks(hooks: DispatchHooks, settings: Settings, engine: Engine, r
 
     hooks.chores += [(5.0, sync_flags), (5.0, release_stray_held), (settings.threshold_scan_s, scan_thresholds),
                      (60.0, suspend_overdue), (1.0, deliver_webhooks)]
+    if settings.dnsbl_zones:
+        monitor_dnsbl = dnsbl_monitor(settings, engine, redis)
+
+        async def check_dnsbl() -> None:
+            from envoi.metrics import DNSBL_LISTED
+
+            report = await monitor_dnsbl.check_once()
+            DNSBL_LISTED.clear()
+            for listing in report.platform + [x for xs in report.accounts.values() for x in xs]:
+                DNSBL_LISTED.labels(listing.target, listing.zone).set(1)
+
+        hooks.chores.append((settings.dnsbl_interval_s, check_dnsbl))
+
+
+def dnsbl_monitor(settings: Settings, engine: Engine, redis: Redis) -> DnsblMonitor:
+    from sender.dns_resolvers import async_resolver
+    from sender.dnsbl import DnsblMonitor
+
+    return DnsblMonitor(engine, redis, async_resolver(settings.dns_nameservers, settings.dns_timeout_s),
+                        settings.dnsbl_zones, settings.dnsbl_platform_targets)
 
 
 # --- issue 5 (unsubscribe, consent and data-subject rights) ------------------------------------------------------

@@ -27,3 +27,5 @@ class PrometheusObserver:
 
     def queue_to_sent(self, channel: str, seconds: float) -> None:
         LATENCY.labels(channel).observe(seconds)
+DNSBL_LISTED = Gauge("envoi_dnsbl_listed", "1 while a platform or account target is listed on a DNSBL zone",
+                     ["target", "zone"])

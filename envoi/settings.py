@@ -74,6 +74,9 @@ class Settings:
     require_verified_domain: bool = False  # refuse marketing campaigns from an unverified From domain
     dns_nameservers: tuple[str, ...] = ()  # `host[:port]`; empty: the system resolver (/etc/resolv.conf)
     dns_timeout_s: float = 5.0
+    dnsbl_zones: tuple[Any, ...] = ()  # guardrails.dnsbl.Zone
+    dnsbl_platform_targets: tuple[str, ...] = ()  # the platform's sending IPs and domains
+    dnsbl_interval_s: float = 3600.0
     mx_port: int = 25  # direct mode: the port dialled on every MX (tests aim it at a local server)
     tls_required: tuple[str, ...] = ("gmail",)  # providers or recipient domains that get STARTTLS required
     # -- issue 3: guardrails effects (thresholds, suspension, webhooks) --
@@ -284,7 +287,21 @@ def _guardrail_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "webhook_retry_base_s": _float(env, "ENVOI_WEBHOOK_RETRY_BASE_SECONDS", 10.0),
         "webhook_retry_cap_s": _float(env, "ENVOI_WEBHOOK_RETRY_CAP_SECONDS", 3600.0),
         "webhook_max_age_s": _float(env, "ENVOI_WEBHOOK_MAX_AGE_SECONDS", 3 * 24 * 3600.0),
+        # DNSBL checks: off unless zones are given (Spamhaus refuses public resolvers: use your own or DQS).
+        "dnsbl_zones": _dnsbl_zones(env),
+        "dnsbl_platform_targets": tuple(t.strip() for t in env.get("ENVOI_DNSBL_PLATFORM_TARGETS", "").split(",")
+                                        if t.strip()),
+        "dnsbl_interval_s": _float(env, "ENVOI_DNSBL_INTERVAL_SECONDS", 3600.0),
     }
+
+
+def _dnsbl_zones(env: Mapping[str, str]) -> tuple[Any, ...]:
+    from guardrails.dnsbl import parse_zones
+
+    try:
+        return parse_zones(env.get("ENVOI_DNSBL_ZONES", ""))
+    except ValueError as exc:
+        raise ConfigError("ENVOI_DNSBL_ZONES", f"expected zone[:ip|domain],...: {exc}") from exc
 
 
 def _sms_settings(env: Mapping[str, str]) -> dict[str, Any]:
