@@ -98,6 +98,15 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def smtp_source_reference(workdir: Path, n: int) -> float:
     sink = Sink(workdir)
     try:
@@ -183,6 +192,7 @@ def run_road(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             procs.append(subprocess.Popen([sys.executable, "-m", "envoi", "worker", "--index", str(i)], env=env,
                                           stdout=log, stderr=log))
         time.sleep(2.0)  # let the workers connect and create the consumer groups before the clock starts
+        cpu_before = {p.pid: cpu_seconds(p.pid) for p in procs}
         start = time.perf_counter()
         ok(api.post(f"/v1/campaigns/{camp['id']}/send"))
         deadline = time.monotonic() + args.max_seconds
@@ -191,8 +201,9 @@ def run_road(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         seconds = time.perf_counter() - start
         delivered = sink.count()
         rss = [peak_rss_mb(p.pid) for p in procs]
+        cpu = [cpu_seconds(p.pid) - cpu_before[p.pid] for p in procs]
         stats = ok(api.get(f"/v1/campaigns/{camp['id']}/stats"))
-        return {"delivered": delivered, "seconds": seconds, "rss": rss, "import_s": import_s,
+        return {"delivered": delivered, "seconds": seconds, "rss": rss, "cpu": cpu, "import_s": import_s,
                 "imported": report["imported"], "ledger_sent": stats["counters"]["sent"]}
     finally:
         for p in procs:
@@ -239,6 +250,7 @@ def main() -> None:
         "ratio_to_smtp_source": round(per_second / ref_source, 3) if ref_source else None,
         "ref_plain_aiosmtplib_per_second": round(ref_plain, 1),
         "peak_rss_mb": round(max(road["rss"][1:] or [0.0]), 1), "api_peak_rss_mb": round(road["rss"][0], 1),
+        "worker_cpu_us_per_message": round(1e6 * sum(road["cpu"][1:]) / max(road["delivered"], 1), 1),
     }))
 
 

@@ -60,7 +60,7 @@ def format_address(name: str, address: str) -> str:
 
 def _qp(text: str) -> bytes:
     # binascii.b2a_qp is C: quoted-printable with soft line breaks at 76 columns.
-    body = text.replace("\r\n", "\n").replace("\r", "\n").encode()
+    body = (text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text).encode()
     return binascii.b2a_qp(body, quotetabs=False, istext=True, header=False).replace(b"\n", b"\r\n")
 
 

@@ -331,6 +331,7 @@ class Dispatcher:
 
     async def _envelope(self, m: dict[str, Any]) -> Envelope:
         ctx = self._contexts[m["campaign_id"]] if m["campaign_id"] else self._single_context(m)
+        return_path = self.links.verp.address(m["id"])
         account_id, contact_id, campaign_id = m["account_id"], m["contact_id"] or 0, m["campaign_id"] or 0
         token = self.links.unsubscribe_token(account_id, contact_id, m["id"], campaign_id)
         url = self.links.unsubscribe_url(token)
@@ -350,11 +351,11 @@ class Dispatcher:
         for body_filter in self.body_filters:
             rendered = Rendered(rendered.subject, body_filter.html(rendered.html, m), rendered.text)
         data = ctx.composer.compose(rendered, PerMessage(
-            message_id=m["id"], to=m["recipient"], return_path=self.links.verp.address(m["id"]),
+            message_id=m["id"], to=m["recipient"], return_path=return_path,
             unsubscribe_url=url, unsubscribe_mailto=self.links.unsubscribe_mailto(token),
             ref=self.links.ref(account_id, contact_id, m["id"], campaign_id), locale=m["locale"],
         ))
         for signer in self.signers:
             data = signer.sign(data, m)
-        return Envelope(m["id"], self.links.verp.address(m["id"]), m["recipient"], data)
+        return Envelope(m["id"], return_path, m["recipient"], data)
 

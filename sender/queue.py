@@ -70,6 +70,7 @@ class DispatchQueue:
         self.consumer = consumer
         self._move_due = redis.register_script(_MOVE_DUE)
         self._next_partition = 0
+        self._trimmed: dict[str, float] = {}  # stream -> next time it may be trimmed
 
     def partition(self, account_id: int) -> int:
         return keys.partition_of(account_id, self.partitions)
@@ -161,48 +162,74 @@ class DispatchQueue:
                     return out
         return out
 
+    def _bits(self, batch: Sequence[Claimed], suffix: str = "") -> dict[str, list[tuple[int, int]]]:
+        """Group a batch's bit offsets by bitmap key: (position in batch, offset)."""
+        by_key: dict[str, list[tuple[int, int]]] = {}
+        for i, c in enumerate(batch):
+            key, bit = keys.done_bitmap(c.partition, c.item.message_id)
+            by_key.setdefault(key + suffix, []).append((i, bit))
+        return by_key
+
+    async def _set_bits(self, batch: Sequence[Claimed], suffix: str, value: int) -> list[int]:
+        """Set the bits of a batch with one BITFIELD per bitmap (not one SETBIT per message); old values back."""
+        by_key = self._bits(batch, suffix)
+        pipe = self.redis.pipeline(transaction=False)
+        for key, offsets in by_key.items():
+            args: list[str | int] = []
+            for _, bit in offsets:
+                args += ["SET", "u1", bit, value]
+            pipe.execute_command("BITFIELD", key, *args)
+            pipe.expire(key, _TTL)
+        replies = await pipe.execute()
+        old = [0] * len(batch)
+        for (_, offsets), reply in zip(by_key.items(), replies[::2], strict=True):
+            for (i, _), previous in zip(offsets, reply, strict=True):
+                old[i] = int(previous)
+        return old
+
     async def guard_fresh(self, batch: Sequence[Claimed]) -> list[bool]:
         """Set the `claimed` bit of each fresh entry; True where this worker is the first to take the message."""
-        pipe = self.redis.pipeline(transaction=False)
-        for c in batch:
-            key, bit = keys.done_bitmap(c.partition, c.item.message_id)
-            pipe.setbit(key + ":claimed", bit, 1)
-            pipe.expire(key + ":claimed", _TTL)
-        res = await pipe.execute()
-        return [old == 0 for old in res[::2]]
+        return [old == 0 for old in await self._set_bits(batch, ":claimed", 1)]
 
     async def already_done(self, batch: Sequence[Claimed]) -> list[bool]:
+        by_key = self._bits(batch)
         pipe = self.redis.pipeline(transaction=False)
-        for c in batch:
-            key, bit = keys.done_bitmap(c.partition, c.item.message_id)
-            pipe.getbit(key, bit)
-        return [bool(v) for v in await pipe.execute()]
+        for key, offsets in by_key.items():
+            args: list[str | int] = []
+            for _, bit in offsets:
+                args += ["GET", "u1", bit]
+            pipe.execute_command("BITFIELD", key, *args)
+        done = [False] * len(batch)
+        for (_, offsets), reply in zip(by_key.items(), await pipe.execute(), strict=True):
+            for (i, _), value in zip(offsets, reply, strict=True):
+                done[i] = bool(value)
+        return done
 
     async def mark_done(self, batch: Sequence[Claimed]) -> None:
-        if not batch:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for c in batch:
-            key, bit = keys.done_bitmap(c.partition, c.item.message_id)
-            pipe.setbit(key, bit, 1)
-            pipe.expire(key, _TTL)
-        await pipe.execute()
+        if batch:
+            await self._set_bits(batch, "", 1)
 
     async def finish(self, acked: Sequence[Claimed], deferred: Sequence[tuple[Claimed, float]]) -> None:
         """Acknowledge handled entries; deferred ones go to the retry schedule and lose their `claimed` bit."""
+        if deferred:  # the retry will be a fresh entry: its `claimed` bit must be clear by then
+            await self._set_bits([c for c, _ in deferred], ":claimed", 0)
         pipe = self.redis.pipeline(transaction=False)
-        for c in acked:
-            pipe.xack(c.stream, keys.GROUP, c.entry_id)
+        by_stream: dict[str, list[str]] = {}
+        for c in [*acked, *(c for c, _ in deferred)]:
+            by_stream.setdefault(c.stream, []).append(c.entry_id)
         for c, due in deferred:
-            key, bit = keys.done_bitmap(c.partition, c.item.message_id)
             pipe.zadd(keys.retry_zset(c.partition), {c.item.pack(): due})
-            pipe.setbit(key + ":claimed", bit, 0)
-            pipe.xack(c.stream, keys.GROUP, c.entry_id)
+        for stream, ids in by_stream.items():  # one XACK per stream, not one per message
+            pipe.xack(stream, keys.GROUP, *ids)
         if acked or deferred:
             await pipe.execute()
-            # Trim what every consumer has acknowledged, so streams do not grow without bound.
-            for stream in {c.stream for c in acked} | {c.stream for c, _ in deferred}:
-                await self._trim(stream)
+            # Trim what every consumer has acknowledged, so streams do not grow without bound (at most once a
+            # second per stream: trimming is bookkeeping, not worth two round trips per batch).
+            now = time.monotonic()
+            for stream in by_stream:
+                if self._trimmed.get(stream, 0.0) <= now:
+                    self._trimmed[stream] = now + 1.0
+                    await self._trim(stream)
 
     async def _trim(self, stream: str) -> None:
         info = await self.redis.xpending(stream, keys.GROUP)

@@ -51,16 +51,22 @@ class TrackingBodyFilter:
         personal = self._personal(account_id)
         message_id = int(message["id"]) if personal else 0
         contact_id = int(message.get("contact_id") or 0) if personal else 0
-        urls = trackable_urls(html, self.skip)
-        index = self._indexes(int(campaign_id), urls) if urls else {}
+        index = self._links.setdefault(int(campaign_id), {})
+        unknown: list[str] = []
 
         def click(url: str) -> str | None:
             idx = index.get(url)
             if idx is None:
+                unknown.append(url)
                 return None
             return f"{self.public_url}/c/{self.tokens.click_token(account_id, message_id, campaign_id, idx)}"
 
-        out = rewrite_links(html, click, self.skip) if urls else html
+        # One pass in the steady state (every URL of the campaign already in the link table); a URL seen for the
+        # first time is added to the table (SQL), then the document is rewritten again.
+        out = rewrite_links(html, click, self.skip)
+        if unknown:
+            index = self._indexes(int(campaign_id), trackable_urls(html, self.skip))
+            out = rewrite_links(html, click, self.skip)
         pixel = self.tokens.open_token(account_id, message_id, int(campaign_id), contact_id)
         return insert_pixel(out, f"{self.public_url}/o/{pixel}")
 

@@ -27,9 +27,11 @@ def trackable_urls(doc: str, skip_prefixes: Iterable[str] = ()) -> list[str]:
 
 
 def _url(m: re.Match[str], skip: tuple[str, ...]) -> str | None:
-    if _NOTRACK.search(m.group(1)):
+    tag = m.group(1)
+    if "notrack" in tag.lower() and _NOTRACK.search(tag):
         return None
-    url = html.unescape(m.group(3)).strip()
+    raw = m.group(3)
+    url = (html.unescape(raw) if "&" in raw else raw).strip()
     if not url.lower().startswith(("http://", "https://")) or (skip and url.startswith(skip)):
         return None
     return url

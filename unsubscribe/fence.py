@@ -70,6 +70,15 @@ class Candidate:
     address: str
 
 
+# The end of a batch's hand-off: drop each message's in-flight mark (KEYS[i] / ARGV[i] pairs, one hash tag).
+_RELEASE = """
+for i = 1, #KEYS do
+  redis.call('SREM', KEYS[i], ARGV[i])
+end
+return #KEYS
+"""
+
+
 def normalise(channel: str, address: str) -> str:
     return address.strip().lower() if channel == "email" else address.strip()
 
@@ -83,6 +92,7 @@ class SuppressionFence:
         self.poll_s = poll_s
         self._admit = redis.register_script(_ADMIT)
         self._publish = redis.register_script(_PUBLISH)
+        self._release = redis.register_script(_RELEASE)
 
     # -- worker side --------------------------------------------------------------------------------------------
 
@@ -107,10 +117,12 @@ class SuppressionFence:
         """The hand-off of these messages has ended (whatever its outcome): drop their in-flight marks."""
         if not candidates:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for c in candidates:
-                pipe.srem(keys.inflight(c.account_id, c.channel, normalise(c.channel, c.address)), c.message_id)
-            await pipe.execute()
+        groups: dict[int, list[Candidate]] = {}
+        for c in candidates:
+            groups.setdefault(c.account_id, []).append(c)
+        for account_id, group in groups.items():  # one script per account hash tag (not one SREM per message)
+            await self._release(keys=[keys.inflight(account_id, c.channel, normalise(c.channel, c.address))
+                                      for c in group], args=[c.message_id for c in group])
 
     # -- unsubscribe side ---------------------------------------------------------------------------------------
 

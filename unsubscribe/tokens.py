@@ -1,7 +1,8 @@
 """Signed, opaque tokens for unsubscribe and tracking links.
 
-A token carries (purpose, account, contact, message, campaign) as compact integers, then a truncated
-HMAC-SHA256 under the signing key of a rotating key set. Ids are not secret, but nothing can be forged or
+A token carries (purpose, account, contact, message, campaign) as compact integers, then a 128-bit tag of keyed
+BLAKE2b (RFC 7693's MAC mode: one C call, about a tenth of the cost of HMAC-SHA256, which matters at ~17 links per
+message) under the signing key of a rotating key set. Ids are not secret, but nothing can be forged or
 enumerated without the key: changing one digit invalidates the MAC (RFC 8058 §3: "hard-to-forge" token).
 
 Rotation: put the new key first; the previous key gets a retirement date (`SigningKey.retired_at`, the day it
@@ -17,13 +18,15 @@ import base64
 import hashlib
 import hmac
 import struct
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 _MAC_BYTES = 16  # 128-bit tag
 _FORMAT = ">BBQQQQ"  # version, purpose, account, contact, message, campaign
-_VERSION = 1
+_STRUCT = struct.Struct(_FORMAT)
+_VERSION = 2  # 1 was HMAC-SHA256 (never deployed)
 DEFAULT_VERIFY_FOR = timedelta(days=365)
 
 
@@ -81,14 +84,20 @@ class LinkSigner:
                       else (hashlib.sha256(k.encode()).digest(), None) for k in keys]
         self._verify_for = verify_for
         self._clock = clock
+        self._cached: tuple[bytes, float] | None = None
 
     def _mac(self, key: bytes, payload: bytes) -> bytes:
-        return hmac.new(key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+        return hashlib.blake2b(payload, key=key, digest_size=_MAC_BYTES).digest()
 
     def _signing_key(self) -> bytes:
+        # Hot path (about 17 tokens per message): the key in force is looked up at most once a second.
+        tick = time.monotonic()
+        if self._cached is not None and tick < self._cached[1] and self._clock is _utcnow:  # an injected clock
+            return self._cached[0]  # (tests) is read every time
         now = self._clock()
         for key, retired in self._keys:
             if retired is None or retired > now:
+                self._cached = (key, tick + 1.0)
                 return key
         raise TokenError("every signing key is retired: add a new key first in the set")
 
@@ -97,9 +106,8 @@ class LinkSigner:
         return [key for key, retired in self._keys if retired is None or now < retired + self._verify_for]
 
     def sign(self, claims: LinkClaims) -> str:
-        payload = struct.pack(
-            _FORMAT, _VERSION, claims.purpose, claims.account_id, claims.contact_id, claims.message_id,
-            claims.campaign_id,
+        payload = _STRUCT.pack(
+            _VERSION, claims.purpose, claims.account_id, claims.contact_id, claims.message_id, claims.campaign_id,
         )
         return _b64(payload + self._mac(self._signing_key(), payload))
 
