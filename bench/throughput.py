@@ -147,7 +147,11 @@ def run_road(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                ENVOI_SIGNING_KEYS="bench-signing-key-0123456789abcdefghijklmnopqrstuv",
                ENVOI_SMTP_PIPELINING="true" if args.pipelining else "false")
     if args.dkim:
-        env.setdefault("ENVOI_DKIM_PLATFORM_KEYS", "bench:" + "QkVOQ0hiZW5jaGJlbmNoYmVuY2hiZW5jaGJlbmNoYmVuY2g=")
+        import base64
+
+        env.setdefault("ENVOI_DKIM_PLATFORM_KEYS", "bench:" + base64.b64encode(b"b" * 32).decode())
+    else:
+        env["ENVOI_DKIM_SIGN"] = "false"  # relay mode: the smarthost signs
     engine = make_engine(db_url)
     migrate(engine)
     with engine.begin() as conn:

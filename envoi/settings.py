@@ -254,6 +254,13 @@ def _delivery_settings(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
             path.write_text("k1:" + base64.b64encode(secrets.token_bytes(32)).decode("ascii"))
             path.chmod(0o600)
         platform = path.read_text().strip()
+    else:
+        from sender.dkim_keys import DkimKeyError, PlatformKeyring
+
+        try:  # bad configuration fails at start-up, naming the variable (not at the first signature)
+            PlatformKeyring.parse(platform)
+        except (DkimKeyError, ValueError) as exc:
+            raise ConfigError("ENVOI_DKIM_PLATFORM_KEYS", str(exc)) from exc
     servers = tuple(s.strip() for s in env.get("ENVOI_DNS_NAMESERVERS", "").split(",") if s.strip())
     tls = env.get("ENVOI_TLS_REQUIRED")
     return {
