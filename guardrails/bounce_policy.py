@@ -103,6 +103,9 @@ _BLOCKLIST = _rx(
     r"abuseat\.org", r"\bcbl\b", r"\bips?\b.{0,40}\b(?:is|are|was|has been)\s+(?:block|blacklist|list)",
     r"poor reputation", r"bad reputation", r"low reputation", r"reputation (?:of|is|too)",
 )
+# A hedge is not a citation: cPanel's Exim says "The account or domain may not exist, they may be blacklisted,
+# or missing the proper dns entries" for every routing failure; only an asserted listing is a blocklist.
+_HEDGED_LISTING = _rx(r"(?:may|might|could) (?:also )?(?:be|have been) (?:black|block)[- ]?listed")
 _RATE = _rx(
     r"rate[- ]?limit", r"too many (?:messages|mails|emails|connections|recipients from|concurrent|sessions)",
     r"try again later.{0,40}(?:rate|volume|too many)", r"unusual rate",
@@ -200,6 +203,8 @@ _EXPIRED = _rx(
     r"could not be delivered for \d+ ", r"giving up", r"message expired", r"time limit exceeded",
     r"expired.{0,20}(?:queue|deliver)", r"has been delayed for", r"retry timeout",
     r"unable to deliver.{0,40}(?:days|hours)",
+    # Exim, once a host has failed past its retry rule's cutoff: new messages are returned at once.
+    r"retry time not reached for any host", r"long failure period", r"have been failing for a long time",
 )
 _NETWORK = _rx(r"loops? back to myself", r"mail forwarding loop", r"routing loop", r"too many hops",
     r"connection (?:refused|timed out|reset)", r"timed? ?out", r"network", r"lost connection", r"no route to host",
@@ -293,7 +298,7 @@ def reason_for(code: int | None, enhanced: str | None, text: str) -> Reason:
     text = text or ""
     status = parse_enhanced(enhanced) or parse_enhanced(text)
     # Tier 1.
-    if _BLOCKLIST.search(text):
+    if _BLOCKLIST.search(_HEDGED_LISTING.sub(" ", text)):
         return Reason.BLOCKLISTED
     if _SENDER_SIDE.search(text):
         # "5.1.0 Sender address rejected: Domain not found" names *our* domain, never the recipient's.

@@ -63,6 +63,17 @@ REPLIES = [
     (554, None, "Transaction failed", S, Reason.UNKNOWN),
     (552, "5.3.4", "Message size exceeds fixed maximum message size", S, Reason.MESSAGE_TOO_LARGE),
     (None, None, "", S, Reason.UNKNOWN),
+    # Exim phrasing (exim4 4.96 bounces, tests/fixtures/bounces/exim/).
+    (None, None, "Unrouteable address", H, Reason.USER_UNKNOWN),
+    (None, None, "all relevant MX records point to non-existent hosts", H, Reason.DOMAIN_NOT_FOUND),
+    (None, None, "mailbox is full: retry timeout exceeded", S, Reason.MAILBOX_FULL),
+    (None, None, "retry time not reached for any host after a long failure period", S, Reason.RETRIES_EXPIRED),
+    (None, None, "all hosts for 'x.example' have been failing for a long time (and retry time not reached)", S,
+     Reason.RETRIES_EXPIRED),
+    # cPanel's Exim routing failure hedges about blocklists: the hedge is not a citation.
+    (None, None, "The mail server could not deliver mail to a@x.example.  The account or domain may not exist, "
+     "they may be blacklisted, or missing the proper dns entries.", H, Reason.USER_UNKNOWN),
+    (550, None, "Your IP has been blacklisted; it may be blacklisted elsewhere too", P, Reason.BLOCKLISTED),
 ]
 
 

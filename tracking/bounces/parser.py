@@ -17,6 +17,7 @@ from tracking.bounces.plaintext import (
     diagnostic_near,
     find_recipient,
     from_mail_system,
+    is_success_notice,
     is_warning,
     looks_like_bounce,
     report_prose,
@@ -94,6 +95,8 @@ def _classify(msg: Message) -> BounceResult:
         return _other(OtherReason.AUTO_REPLY, "auto-reply", _replier(msg))
     if looks_like_bounce(msg, prose):
         recipient, offset = find_recipient(msg, prose, _excluded(msg))
+        if is_success_notice(msg, prose):
+            return _other(OtherReason.DELIVERED, "text-success", recipient)
         if is_warning(msg, prose):
             return _other(OtherReason.DELAYED, "text-warning", recipient)
         diagnostic = diagnostic_near(prose, offset)

@@ -65,6 +65,23 @@ _FINAL = re.compile(
     r"has been rejected|(?<!non-)(?<!non )fatal error",
     re.IGNORECASE,
 )
+# Delivery *success* notices in prose (Exim's "had successful delivery notifications", Exchange's "Delivery to
+# these recipients or groups is complete"): RFC 3464 `Action: delivered` without the machine-readable part.
+_SUCCESS = re.compile(
+    r"had successful delivery notifications|relayed to non-dsn-aware mailer|successfully delivered|"
+    r"(?:was|were|has been|have been) delivered (?:to|successfully)|successful delivery|"
+    r"delivery to (?:the following|these) recipients? (?:or groups )?(?:is complete|was successful|succeeded)",
+    re.IGNORECASE,
+)
+_FAILURE_WORDS = re.compile(
+    r"could not|couldn't|cannot|can't|not (?:yet )?(?:been |be )?delivered|undeliver|fail|error|reject|unable|"
+    r"permanent|bounced|delayed|will (?:continue|retry)|unknown|\bquota\b|\bfull\b",
+    re.IGNORECASE,
+)
+# Exim names the address it failed *and*, when that address came from a redirect (alias, .forward), the
+# address that was mailed: "forwarded@elsewhere\n    (generated from alias@here)". The report is about the
+# address we sent to (Exim's own DSN puts it in Final-Recipient).
+_GENERATED_FROM = r">?\s*\(generated from\s+<?([^\s<>()]+@[^\s<>()]+?)>?\)"
 _SMTP_LINE = re.compile(r"(?:^|\s)(?:[45]\d\d[ -]|[45]\.\d{1,3}\.\d{1,3}\b|#[45]\.\d\.\d)", re.MULTILINE)
 
 _ADDR = r"<?([^\s<>()\[\]\"',;:]+@[A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9])>?"
@@ -117,12 +134,29 @@ def is_warning(msg: Message, prose: str) -> bool:
     return bool(_WARNING.search(text)) and not _FINAL.search(prose[:6000])
 
 
+def is_success_notice(msg: Message, prose: str) -> bool:
+    """A prose delivery (or relay) receipt that reports no failure at all."""
+    text = f"{header(msg, 'Subject')}\n{prose[:6000]}"
+    return bool(_SUCCESS.search(text)) and not _FAILURE_WORDS.search(text)
+
+
 def _ours_or_daemon(address: str, excluded: set[str]) -> bool:
     return is_daemon(address) or address in excluded or address.startswith("b.")
 
 
 def find_recipient(msg: Message, prose: str, excluded: set[str]) -> tuple[str | None, int]:
     """→ (recipient, offset in prose where it was found or -1)."""
+    found, offset = _find_recipient(msg, prose, excluded)
+    if found:
+        parent = re.search(re.escape(found) + _GENERATED_FROM, prose, re.IGNORECASE)
+        if parent is not None:
+            mailed = clean_address(parent[1])
+            if mailed and mailed not in excluded:
+                return mailed, offset
+    return found, offset
+
+
+def _find_recipient(msg: Message, prose: str, excluded: set[str]) -> tuple[str | None, int]:
     failed = header(msg, "X-Failed-Recipients")
     if failed:
         found = clean_address(failed.split(",")[0])
