@@ -11,7 +11,10 @@ from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from envoi.composition import unsubscribe_router  # issue 5
+from envoi.composition import (
+    twilio_router,  # issue 6
+    unsubscribe_router,  # issue 5
+)
 from envoi.http import (  # routes_tracking: issue 4
     problems,
     routes_account,
@@ -30,7 +33,6 @@ from envoi.http.routes_privacy import router as privacy_router  # issue 5
 from envoi.metrics import API_REQUESTS
 from envoi.settings import Settings
 from envoi.tracking_wiring import tracking_service  # issue 4
-from tracking.twilio_webhooks import build_twilio_router  # issue 6
 from tracking.web import PixelFastPath  # issue 4
 
 
@@ -43,7 +45,8 @@ def create_app(settings: Settings, services_factory: Any) -> FastAPI:
             app.state.services = svc
             app.include_router(unsubscribe_router(settings, svc))  # issue 5: page, one-click, undo
             # issue 6: Twilio status callbacks and inbound SMS, signatures checked against the public URL
-            app.include_router(build_twilio_router(svc.engine, settings.twilio_auth_token, settings.public_url))
+            # (+ the 3-failure rule of numbers, the failure-rate counters, the unsubscribe fence for STOP)
+            app.include_router(twilio_router(settings, svc.engine, svc.redis))
             tracking = tracking_service(settings, svc.engine, svc.redis)  # issue 4: pixel, clicks, SES webhook
             app.state.tracking = tracking
             app.include_router(tracking.router)

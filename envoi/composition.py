@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime  # issue 6
-from typing import TYPE_CHECKING  # issue 3
+from typing import (
+    TYPE_CHECKING,  # issue 3
+    Any,  # issue 6
+)
 
 from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
@@ -92,7 +95,7 @@ def dispatch_hooks(settings: Settings, engine: Engine, redis: Redis) -> Dispatch
     """The one place where the guardrails, tracking and unsubscribe slices are wired into the dispatcher."""
     hooks = DispatchHooks()
     _delivery_hooks(hooks, settings, engine)  # issue 7
-    hooks.sms = sms_road(settings, engine)  # issue 6: SMS take their own road
+    hooks.sms = sms_road(settings, engine, redis=redis)  # issue 6: SMS take their own road
     unsubscribe_hooks(hooks, settings, engine, redis)  # issue 5: hand-off fence (correct at any position)
     _guardrail_hooks(hooks, settings, engine, redis)  # issue 3
     _tracking_hooks(hooks, settings, engine, redis)  # issue 4
@@ -144,16 +147,68 @@ def sms_status_callback(settings: Settings) -> str:
     return settings.sms_status_callback_url or f"{settings.public_url}/twilio/status?m={{message_id}}"
 
 
+def sms_tokens(redis: Redis) -> Callable[[str, int, float], Awaitable[int]]:
+    """The SMS road's shared token bucket per sender (issue 6 x 7): `sender.shaper`, destination `sms:<sender>`."""
+    from sender.shaper import Shaper
+    from sender.shaping import ShapingPolicy
+
+    shaper = Shaper(redis)
+
+    async def take(sender: str, want: int, rate: float) -> int:
+        granted, _ = await shaper.take_tokens(f"sms:{sender}", want, ShapingPolicy(rate_per_s=rate))
+        return granted
+
+    return take
+
+
 def sms_road(settings: Settings, engine: Engine, transport: SmsTransport | None = None,
-             clock: Callable[[], datetime] | None = None) -> SmsRoad:
-    """The dispatcher's SMS road; tests pass a transport aimed at a local Twilio-shaped server and a clock."""
-    extra = {"clock": clock} if clock is not None else {}
+             clock: Callable[[], datetime] | None = None, *, redis: Redis | None = None) -> SmsRoad:
+    """The dispatcher's SMS road; tests pass a transport aimed at a local Twilio-shaped server and a clock. With
+    `redis`, the rate per sender holds across every worker process (a shared token bucket)."""
+    extra: dict[str, Any] = {"clock": clock} if clock is not None else {}
     shaped = transport is not None or bool(settings.twilio_account_sid)  # the capture file needs no shaping
     return SmsRoad(engine, transport or sms_transport(settings), sms_platform(settings),
                    status_callback=sms_status_callback(settings),
                    rate_for=(lambda _key: settings.sms_rate_per_sender) if shaped else None,
                    # 4 dispatch loops share the sender's pace: keep a batch well under the reclaim idle time.
-                   send_budget_s=settings.reclaim_idle_s / 8, **extra)
+                   send_budget_s=settings.reclaim_idle_s / 8,
+                   tokens=sms_tokens(redis) if redis is not None and shaped else None, **extra)
+
+
+def twilio_router(settings: Settings, engine: Engine, redis: Redis) -> APIRouter:
+    """Twilio's webhooks with the guardrails behind them: each first final status feeds the 3-failure rule of
+    SMS numbers (in the webhook's transaction; `delivered` resets), a late failure the mailing's failure-rate
+    counters (judged at once), and an opt-out (STOP keyword, 21610) is published to the unsubscribe fence before
+    Twilio gets its answer."""
+    import logging
+
+    from crm.domain import Channel, MessageStatus
+    from sender.address_failures import AddressOutcome, apply_outcomes
+    from sender.guardrail_policy import policy_for
+    from tracking.twilio_webhooks import build_twilio_router
+
+    monitor = threshold_monitor(settings, engine, redis)
+    monitor.policy_of = guardrail_policies(settings, engine).get
+    fence = SuppressionFence(redis, wait_s=settings.unsubscribe_fence_s)
+
+    def on_status(conn: Any, m: dict[str, Any], state: str, code: int | None) -> None:
+        delivered = state == "delivered"
+        outcome = AddressOutcome(int(m["account_id"]), str(m["recipient"]), delivered, None if delivered else code,
+                                 None, f"twilio {state}", False, int(m["id"]), m["campaign_id"], Channel.SMS)
+        apply_outcomes(conn, [outcome], lambda aid: policy_for(conn, aid, settings.guardrail_overrides))
+
+    async def after_failure(m: dict[str, Any], code: int | None) -> None:
+        await monitor.record_async_failure(int(m["account_id"]), m["campaign_id"], code,
+                                           was_delivered=m["status"] == MessageStatus.SENT.value)
+
+    async def on_opt_out(account_id: int, number: str) -> None:
+        if not await fence.publish(account_id, Channel.SMS.value, number):
+            logging.getLogger(__name__).warning(
+                "sms opt-out of account %s: a hand-off to the number outlived the %.1fs fence wait",
+                account_id, fence.wait_s)
+
+    return build_twilio_router(engine, settings.twilio_auth_token, settings.public_url, on_status=on_status,
+                               after_failure=after_failure, on_opt_out=on_opt_out)
 
 
 # --- issue 3 (guardrails effects: 3-failure rule, thresholds, suspension, webhooks) ------------------------------

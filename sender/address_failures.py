@@ -9,7 +9,14 @@ policy blocks and rate limits say nothing about the recipient and are not counte
 `AddressFailureSink` consumes the dispatcher's outcomes; `apply_outcomes` is the same logic for any other
 source of final outcomes (asynchronous DSNs parsed by the tracking slice). In relay mode the hand-off "success"
 is only the smarthost's acceptance: when a DSN later reports that very message failed, the reset it caused is
-undone (the history is replayed without it), so a relay cannot hide an address that always bounces."""
+undone (the history is replayed without it), so a relay cannot hide an address that always bounces.
+
+SMS numbers (issue 6) follow the same rule per (account, number), with `channel=Channel.SMS` on the outcome:
+what counts is `guardrails.sms_failures` (21211 / 21614 / 30005 / 30006 count, 30007 carrier filtering and
+21610 do not), at message creation (`from_recorded`: FAILED with the Twilio code in `ledger.Outcome.code`) or
+in a status callback (`apply_outcomes`, wired by `envoi.composition.twilio_router`). Twilio accepting a
+message is not a delivery: only a `delivered` status callback resets an SMS number's count. A disabled number
+gets a `disabled` suppression on the SMS channel."""
 
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ from crm.schema import address_failures
 from guardrails import failures
 from guardrails.bounce_policy import FailureClass, Reason, ReplyClass, classify_reply
 from guardrails.policy import GuardrailPolicy
+from guardrails.sms_failures import classify_sms_failure
 from sender.hooks import Recorded
 
 HISTORY_LIMIT = 20  # outcomes kept per address as evidence (the last ones)
@@ -49,6 +57,7 @@ class AddressOutcome:
     retries_exhausted: bool = False
     message_id: int | None = None
     campaign_id: int | None = None
+    channel: Channel = Channel.EMAIL  # SMS: `code` is the Twilio error code, `enhanced` unused
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +76,41 @@ def classify(o: AddressOutcome) -> tuple[ReplyClass, failures.Outcome]:
     return reply, failures.Outcome(delivered=False, counts_against_recipient=counts, is_user_unknown=user_unknown)
 
 
+def _judge(o: AddressOutcome) -> tuple[dict[str, Any], failures.Outcome]:
+    """The history entry's detail and the 3-failure rule's input of one failure, per channel."""
+    if o.channel is Channel.SMS:
+        sms = classify_sms_failure(o.code)
+        return ({"channel": Channel.SMS.value, "code": o.code, "class": sms.failure_class.value},
+                sms.outcome)
+    reply, outcome = classify(o)
+    return ({"code": o.code, "status": o.enhanced, "class": reply.failure_class.value,
+             "reason": reply.reason.value}, outcome)
+
+
+def _sms_from_recorded(r: Recorded) -> AddressOutcome | None:
+    """A synchronous Twilio refusal at message creation (FAILED, the Twilio code in the ledger outcome).
+    Twilio's acceptance (SENT) is no delivery: the `delivered` status callback resets the count instead."""
+    m, o = r.message, r.outcome
+    if o.status != MessageStatus.FAILED or o.code is None or (o.error or "").startswith("render:"):
+        return None
+    return AddressOutcome(m["account_id"], str(m["recipient"]), False, o.code, None, o.error or "",
+                          (o.error or "").startswith(EXHAUSTED_PREFIX), m["id"], m["campaign_id"], Channel.SMS)
+
+
 def from_recorded(batch: Sequence[Recorded]) -> list[AddressOutcome]:
-    """Final e-mail outcomes of a dispatch batch (SENT, or FAILED after a hand-off); the rest is not final."""
+    """Final outcomes of a dispatch batch: e-mail SENT, or FAILED after a hand-off; SMS refused by Twilio at
+    creation. The rest is not final."""
     out: list[AddressOutcome] = []
     for r in batch:
         m = r.message
-        if m.get("channel", Channel.EMAIL.value) != Channel.EMAIL.value or not m.get("recipient"):
+        if not m.get("recipient"):
+            continue
+        if m.get("channel") == Channel.SMS.value:
+            sms = _sms_from_recorded(r)
+            if sms is not None:
+                out.append(sms)
+            continue
+        if m.get("channel", Channel.EMAIL.value) != Channel.EMAIL.value:
             continue
         if r.outcome.status == MessageStatus.SENT:
             out.append(AddressOutcome(m["account_id"], str(m["recipient"]).lower(), True,
@@ -88,12 +126,12 @@ def _ins(conn: Connection) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(address_failures)
 
 
-def _entry(o: AddressOutcome, at: datetime, reply: ReplyClass | None, counted: bool) -> dict[str, Any]:
+def _entry(o: AddressOutcome, at: datetime, detail: dict[str, Any] | None, counted: bool) -> dict[str, Any]:
     e: dict[str, Any] = {"at": at.isoformat(), "message_id": o.message_id, "campaign_id": o.campaign_id,
                          "delivered": o.delivered}
-    if reply is not None:
-        e.update({"code": o.code, "status": o.enhanced, "class": reply.failure_class.value,
-                  "reason": reply.reason.value, "counted": counted, "text": o.text[:200]})
+    if detail is not None:
+        e.update(detail)
+        e.update({"counted": counted, "text": o.text[:200]})
     return e
 
 
@@ -137,10 +175,11 @@ def apply_outcomes(conn: Connection, outcomes: Sequence[AddressOutcome],
         state = failures.FailureState(row["consecutive"], row["disabled_at"] is not None) if row else \
             failures.FailureState()
         history = list((row or {}).get("history") or [])
+        detail: dict[str, Any] | None
         if o.delivered:
-            reply, outcome = None, failures.DELIVERED
+            detail, outcome = None, failures.DELIVERED
         else:
-            reply, outcome = classify(o)
+            detail, outcome = _judge(o)
             if o.message_id is not None and not state.disabled and any(_is_success_of(h, o.message_id)
                                                                         for h in history):
                 # The message a relay accepted (a "success" that reset the count) has bounced after all (DSN):
@@ -148,7 +187,7 @@ def apply_outcomes(conn: Connection, outcomes: Sequence[AddressOutcome],
                 history = [h for h in history if not _is_success_of(h, o.message_id)]
                 state = failures.FailureState(_replay(history))
         transition = failures.record_outcome(state, outcome, policy_of(o.account_id).failure_rule)
-        history.append(_entry(o, now, reply, outcome.counts_against_recipient))
+        history.append(_entry(o, now, detail, outcome.counts_against_recipient))
         new = {"account_id": o.account_id, "address": o.address,
                "consecutive": transition.state.consecutive_failures,
                "disabled_at": now if transition.disable else (row or {}).get("disabled_at"),
@@ -160,12 +199,14 @@ def apply_outcomes(conn: Connection, outcomes: Sequence[AddressOutcome],
         if transition.disable:
             assert transition.cause is not None
             disabled.append(Disabled(o.account_id, o.address, transition.cause.value, history[-HISTORY_LIMIT:]))
-            ledger.add_suppression(conn, o.account_id, Channel.EMAIL, o.address, SuppressionReason.DISABLED,
+            ledger.add_suppression(conn, o.account_id, o.channel, o.address, SuppressionReason.DISABLED,
                                    source=f"guardrails:{transition.cause.value}", campaign_id=o.campaign_id,
                                    message_id=o.message_id)
-            webhooks.enqueue(conn, o.account_id, "address.disabled", {
-                "address": o.address, "cause": transition.cause.value, "disabled_at": now.isoformat(),
-                "history": new["history"]})
+            payload: dict[str, Any] = {"address": o.address, "cause": transition.cause.value,
+                                       "disabled_at": now.isoformat(), "history": new["history"]}
+            if o.channel is not Channel.EMAIL:
+                payload["channel"] = o.channel.value  # e-mail's payload stays as it was (CRM contract)
+            webhooks.enqueue(conn, o.account_id, "address.disabled", payload)
     for row in touched.values():
         exists = row.pop("_exists")
         values = {k: v for k, v in row.items() if k not in ("account_id", "address")}

@@ -12,6 +12,9 @@ XACK: at-least-once, see docs/architecture.md).
   and 4); the body is checked against the account's segment limit.
 - Quiet hours (STANDARDS.md §5): a marketing SMS outside the account's window is DEFERRED to the next allowed
   slot without counting an attempt (`counts_attempt=False`): held, never dropped. Transactional SMS are exempt.
+- Shaping: with `tokens` (a Redis token bucket per sender, `sender.shaper`), the rate per number / Messaging
+  Service holds across every worker process: what the bucket does not grant now is deferred to its slot without
+  an attempt; the local budget below still keeps each batch short.
 - Results: Twilio's 429 and queue overflow (21611, 30001) are transient (retry schedule); 21610 fails the
   message and suppresses the number; other 4xx fail it (they count as delivery failures downstream).
 """
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +49,9 @@ from sender.twilio_errors import UNSUBSCRIBED
 
 log = logging.getLogger(__name__)
 
+# (sender rate key, messages wanted now, rate per second) -> messages granted now, for all workers together.
+SendTokens = Callable[[str, int, float], Awaitable[int]]
+
 
 @dataclass(slots=True)
 class SmsBatchOutcome:
@@ -69,7 +75,8 @@ class SmsRoad:
     def __init__(self, engine: Engine, transport: SmsTransport, platform: SmsPlatform, *,
                  status_callback: str | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 rate_for: Callable[[str], float] | None = None, send_budget_s: float = 5.0) -> None:
+                 rate_for: Callable[[str], float] | None = None, send_budget_s: float = 5.0,
+                 tokens: SendTokens | None = None) -> None:
         self.engine = engine
         self.transport = transport
         self.platform = platform
@@ -81,6 +88,7 @@ class SmsRoad:
         # queue's reclaim idle time would be reclaimed and sent twice (sender.queue).
         self.rate_for = rate_for
         self.send_budget_s = send_budget_s
+        self.tokens = tokens  # global shaping (Redis); None: per process only
         self._next_free: dict[str, float] = {}  # per sender: epoch s when its next start is free
         self._contexts: dict[int, _Context] = {}
 
@@ -141,6 +149,8 @@ class SmsRoad:
             ready.append((c, m, SmsEnvelope(m["id"], m["recipient"], body, ctx.config.sender, callback)))
         if ready and guards:
             ready = await self._guard(ready, guards, out, retry)
+        if ready and self.rate_for is not None and self.tokens is not None:
+            ready = await self._take_tokens(ready, out)
         if ready and self.rate_for is not None:
             ready = self._shape(ready, out)
         if ready:
@@ -195,6 +205,31 @@ class SmsRoad:
                 status = MessageStatus.HELD if v.action is Action.HOLD else MessageStatus.SUPPRESSED
                 out.outcomes.append(ledger.Outcome(m["id"], status, error=v.reason))
                 out.ack.append(c)
+        return keep
+
+    async def _take_tokens(self, ready: list[tuple[Claimed, dict[str, Any], SmsEnvelope]], out: SmsBatchOutcome
+                           ) -> list[tuple[Claimed, dict[str, Any], SmsEnvelope]]:
+        """Keep what the shared bucket of each sender grants now; defer the rest, spread over the next slots."""
+        assert self.rate_for is not None and self.tokens is not None
+        groups: dict[str, list[tuple[Claimed, dict[str, Any], SmsEnvelope]]] = {}
+        for item in ready:
+            groups.setdefault(item[2].sender.rate_key, []).append(item)
+        keep: list[tuple[Claimed, dict[str, Any], SmsEnvelope]] = []
+        now = time.time()
+        for key, group in groups.items():
+            rate = self.rate_for(key)
+            try:
+                granted = await self.tokens(key, len(group), rate)
+            except Exception as exc:  # Redis unreachable: the per-process pace still applies
+                log.warning("sms shaping: shared bucket unavailable (%s); pacing per process", exc)
+                granted = len(group)
+            keep.extend(group[:granted])
+            for j, (c, m, _) in enumerate(group[granted:]):
+                due = now + (j + 1) / rate
+                out.outcomes.append(ledger.Outcome(
+                    m["id"], MessageStatus.DEFERRED, error=f"sms shaping: {rate:g}/s for sender {key} (all workers)",
+                    counts_attempt=False, next_attempt_at=datetime.fromtimestamp(due, UTC)))
+                out.deferred.append((c, due))
         return keep
 
     def _shape(self, ready: list[tuple[Claimed, dict[str, Any], SmsEnvelope]], out: SmsBatchOutcome

@@ -7,6 +7,12 @@ Contract, Annex 1, "Suspension" (ii) — the rules are `guardrails.thresholds`; 
   SMTP reply citing a blocklist;
 - transactional sends: a rolling 24 h window per account (`crm.keys.guardrail_window`, hourly buckets, so the
   window is 24 h to 25 h wide);
+- SMS (issue 6) feed the same counters: a Twilio refusal at message creation reaches the sinks as FAILED with
+  `Recorded.result is None` and the Twilio code in `ledger.Outcome.code`; it is an attempted delivery and, unless
+  it is our own throttling, a final failure (`guardrails.sms_failures.counts_toward_failure_rate`: recipient
+  failures, 30007 carrier filtering, any other final error). A failure reported later by a status callback is
+  added by `record_async_failure` (delivered − 1, failed + 1, then judged), as the ledger recount would see it.
+  SMS carry no open pixel: the open-rate floor is never judged for an SMS campaign (`scan`);
 - complaints per domain and opens come from the tracking slice through the `CampaignSignals` port
   (`guardrails.signals`, re-exported here).
 
@@ -32,11 +38,12 @@ from sqlalchemy.engine import Engine
 
 from crm import keys
 from crm.db import as_utc
-from crm.domain import AccountStatus, CampaignStatus, MessageStatus
+from crm.domain import AccountStatus, CampaignStatus, Channel, MessageStatus
 from crm.schema import campaigns, messages
 from guardrails.bounce_policy import Reason, classify_reply
 from guardrails.policy import GuardrailPolicy
 from guardrails.signals import CampaignSignals, NoSignals, Signals
+from guardrails.sms_failures import counts_toward_failure_rate
 from guardrails.thresholds import (
     TRANSACTIONAL_WINDOW,
     Evaluation,
@@ -87,7 +94,10 @@ def deltas(batch: Sequence[Recorded]) -> dict[tuple[int, int | None], _Delta]:
     acc: dict[tuple[int, int | None], list[Any]] = {}
     for r in batch:
         m, o = r.message, r.outcome
-        handed = r.result is not None
+        sms = m.get("channel") == Channel.SMS.value
+        # An SMS was handed to Twilio when Twilio answered with a code (quiet hours, shaping, guards and render
+        # failures carry none); e-mail when the transport returned a result.
+        handed = r.result is not None or (sms and o.code is not None and not (o.error or "").startswith("render:"))
         if not handed and o.status != MessageStatus.SENT:
             continue  # held, suppressed, render failure: no delivery attempt
         cur = acc.setdefault((int(m["account_id"]), m["campaign_id"] or None), [0, 0, 0, ""])
@@ -95,7 +105,7 @@ def deltas(batch: Sequence[Recorded]) -> dict[tuple[int, int | None], _Delta]:
             cur[0] += 1  # the first attempt of this message: one attempted delivery
         if o.status == MessageStatus.SENT:
             cur[2] += 1
-        elif o.status == MessageStatus.FAILED:
+        elif o.status == MessageStatus.FAILED and (not sms or counts_toward_failure_rate(o.code)):
             cur[1] += 1
         if r.result is not None and o.status in (MessageStatus.FAILED, MessageStatus.DEFERRED):
             text = r.result.text or ""
@@ -270,6 +280,37 @@ class ThresholdMonitor:
         """Re-judge one campaign now (e.g. right after the tracking slice recorded a complaint)."""
         return await self._judge(account_id, campaign_mailing(campaign_id), None, None, "check")
 
+    async def record_async_failure(self, account_id: int, campaign_id: int | None, code: int | None,
+                                   was_delivered: bool = True) -> MailingEvaluation | None:
+        """A final failure reported after the hand-off (an SMS status callback, issue 6): the message was
+        counted delivered when the gateway accepted it; it is a failure now (the ledger recount of `_seed` says
+        the same), and its mailing is judged at once. Call it once per message (the callback's first final
+        status). Returns the evaluation, or None when nothing was counted or the account is already stopped."""
+        if not counts_toward_failure_rate(code):
+            return None
+        pipe = self.redis.pipeline(transaction=False)
+        if campaign_id is not None:
+            key, failed, delivered = keys.guardrail_counters(campaign_id), "failed", "delivered"
+            mailing = campaign_mailing(campaign_id)
+        else:
+            hour = int(self.clock().timestamp() // 3600)
+            key, failed, delivered = keys.guardrail_window(account_id), f"f:{hour}", f"d:{hour}"
+            mailing = tx_mailing(account_id)
+        pipe.hincrby(key, failed, 1)
+        if was_delivered:
+            pipe.hincrby(key, delivered, -1)
+        if campaign_id is None:
+            pipe.expire(key, WINDOW_TTL_S)
+        pipe.hgetall(key)
+        pipe.get(keys.account_status(account_id))
+        replies = await pipe.execute()
+        fields, flag = _decode(replies[-2]), replies[-1]
+        if flag is not None and (flag.decode() if isinstance(flag, bytes) else flag) != AccountStatus.ACTIVE:
+            return None
+        if campaign_id is not None and "seeded" not in fields:
+            fields = await self._seed(campaign_id)
+        return await self._judge(account_id, mailing, fields, None, "callback")
+
     # -- the chore -----------------------------------------------------------------------------------------------
     async def scan(self) -> int:
         """Re-judge sending and recently completed campaigns (complaints and blocklistings arrive after the
@@ -279,7 +320,8 @@ class ThresholdMonitor:
         def rows() -> list[Any]:
             with self.engine.connect() as conn:
                 return list(conn.execute(
-                    select(campaigns.c.id, campaigns.c.account_id, campaigns.c.status, campaigns.c.completed_at)
+                    select(campaigns.c.id, campaigns.c.account_id, campaigns.c.status, campaigns.c.completed_at,
+                           campaigns.c.channel)
                     .where(or_(campaigns.c.status == CampaignStatus.SENDING.value,
                                (campaigns.c.status == CampaignStatus.COMPLETED.value)
                                & (campaigns.c.completed_at >= now - COMPLETED_LOOKBACK)))))
@@ -296,7 +338,8 @@ class ThresholdMonitor:
             mailing = campaign_mailing(r.id)
             completed_at = as_utc(r.completed_at)
             open_due = False
-            if completed_at is not None:
+            # SMS have no open pixel: an open-rate floor would suspend every SMS campaign (issue 6).
+            if completed_at is not None and r.channel != Channel.SMS.value:
                 policy = await asyncio.to_thread(self.policy_of, r.account_id)
                 if now >= completed_at + policy.open_rate_judge_after:
                     # Judged once (« par événement de publipostage »): the first worker to get here does it.

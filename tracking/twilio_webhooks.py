@@ -16,13 +16,23 @@ Inbound messages: an opt-out keyword (any case, trimmed) suppresses the number f
 the number or Messaging Service it was addressed to (CPCE L34-5, GDPR art. 21); START / UNSTOP lift only a
 suppression the recipient's own STOP created, and only while the consent ledger still holds a granted SMS consent
 for that number.
+
+Hooks (the composition root wires them; tracking never imports sender):
+- `on_status(conn, message, status, code)`: every first final status (`delivered`, `undelivered`, `failed`), in
+  the webhook's transaction — the 3-failure rule for SMS numbers (a `delivered` resets the count);
+- `on_recipient_failure(conn, message, code)`: kept for callers that only want the `recipient` class;
+- `after_failure(message, code)`: awaited after the commit for a first `undelivered`/`failed` — the mailing
+  thresholds' counters (failure rate), which live in Redis;
+- `on_opt_out(account_id, number)`: awaited after the commit and BEFORE answering Twilio, for every account an
+  opt-out (STOP keyword, or 21610 in a callback) applies to — the unsubscribe fence (`unsubscribe.fence`), so
+  that no SMS to that number is handed to Twilio once the opt-out is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -50,6 +60,13 @@ _EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 # Called in the webhook's transaction for a `recipient` failure: (conn, message row, Twilio error code).
 RecipientFailureHook = Callable[[Connection, dict[str, Any], int], None]
+# In the webhook's transaction, for a first final status: (conn, message row, status, Twilio error code or None).
+StatusHook = Callable[[Connection, dict[str, Any], str, int | None], None]
+# After the commit, for a first undelivered/failed status: (message row, Twilio error code or None).
+FailureHook = Callable[[dict[str, Any], int | None], Awaitable[object]]
+# After the commit, before the answer: (account id, number) that opted out.
+OptOutHook = Callable[[int, str], Awaitable[object]]
+FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed"})
 
 
 def keyword(body: str) -> str:
@@ -67,7 +84,9 @@ def failure_class(code: int | None) -> str:
 
 
 def build_twilio_router(engine: Engine, auth_token: str, public_url: str,
-                        on_recipient_failure: RecipientFailureHook | None = None) -> APIRouter:
+                        on_recipient_failure: RecipientFailureHook | None = None, *,
+                        on_status: StatusHook | None = None, after_failure: FailureHook | None = None,
+                        on_opt_out: OptOutHook | None = None) -> APIRouter:
     validator = RequestValidator(auth_token) if auth_token else None
     base = public_url.rstrip("/")
     router = APIRouter(include_in_schema=False)
@@ -93,17 +112,28 @@ def build_twilio_router(engine: Engine, auth_token: str, public_url: str,
         code = int(raw_code) if raw_code.isdigit() and int(raw_code) else None
         raw_id = request.query_params.get("m", "")
         message_id = int(raw_id) if raw_id.isdigit() else None
-        await asyncio.to_thread(_apply_status, message_id, sid, state, code)
+        m = await asyncio.to_thread(_apply_status, message_id, sid, state, code)
+        if m is not None:
+            if code == UNSUBSCRIBED and on_opt_out is not None:
+                await on_opt_out(int(m["account_id"]), str(m["recipient"]))
+            if after_failure is not None:
+                try:
+                    await after_failure(m, code)
+                except Exception:  # Redis down: the ledger holds the failure; the counters' recount repairs them
+                    log.exception("twilio status: failure not counted for message %s", m["id"])
         return Response(status_code=204)
 
-    def _apply_status(message_id: int | None, sid: str, state: str, code: int | None) -> None:
+    def _apply_status(message_id: int | None, sid: str, state: str, code: int | None) -> dict[str, Any] | None:
+        """Returns the message row when this callback is its first undelivered/failed status."""
         with engine.begin() as conn:
             m = sms_repo.find_for_callback(conn, message_id, sid)
             if m is None or not state:
                 log.info("twilio status %s for unknown message %s / %s", state, message_id, sid)
-                return
+                return None
             if not sms_repo.apply_delivery_status(conn, m, sid, state, code):
-                return  # a repeat or a stale status: counted once
+                return None  # a repeat or a stale status: counted once
+            if state in FINAL_STATUSES and on_status is not None:
+                on_status(conn, m, state, code)
             if state == "delivered":
                 sms_repo.add_event(conn, m, EventType.DELIVERED, {"sid": sid})
             elif state in {"undelivered", "failed"}:
@@ -117,6 +147,8 @@ def build_twilio_router(engine: Engine, auth_token: str, public_url: str,
                                            campaign_id=m["campaign_id"], message_id=m["id"])
                 elif klass == "recipient" and on_recipient_failure is not None and code is not None:
                     on_recipient_failure(conn, m, code)
+                return m
+            return None
 
     @router.post("/twilio/inbound")
     async def inbound(request: Request) -> Response:
@@ -126,24 +158,34 @@ def build_twilio_router(engine: Engine, auth_token: str, public_url: str,
         word = keyword(params.get("Body", ""))
         raw_account = request.query_params.get("account", "")
         if word in OPT_OUT_KEYWORDS or word in OPT_IN_KEYWORDS:
-            await asyncio.to_thread(_apply_keyword, word, params, int(raw_account) if raw_account.isdigit() else None)
+            opted_out = await asyncio.to_thread(_apply_keyword, word, params,
+                                                int(raw_account) if raw_account.isdigit() else None)
+            if on_opt_out is not None:
+                # Published even when the suppression existed already: a replay (Twilio retries a webhook that
+                # failed) must complete the fence, as the unsubscribe page does.
+                for aid, number in opted_out:
+                    await on_opt_out(aid, number)
         return Response(_EMPTY_TWIML, media_type="text/xml")
 
-    def _apply_keyword(word: str, params: dict[str, str], account_id: int | None) -> None:
+    def _apply_keyword(word: str, params: dict[str, str], account_id: int | None) -> list[tuple[int, str]]:
+        """Returns the (account, number) pairs an opt-out applies to (none for START / UNSTOP)."""
         number = params.get("From", "").strip()
         if not number:
-            return
+            return []
+        opted_out: list[tuple[int, str]] = []
         with engine.begin() as conn:
             targets = [account_id] if account_id is not None else sms_repo.accounts_for_inbound(
                 conn, params.get("To", "").strip(), params.get("MessagingServiceSid", "").strip())
             for aid in targets:
                 if word in OPT_OUT_KEYWORDS:
+                    opted_out.append((aid, number))
                     if ledger.add_suppression(conn, aid, Channel.SMS, number, SuppressionReason.UNSUBSCRIBED,
                                               KEYWORD_SOURCE):
                         account_repo.audit(conn, aid, "recipient", "sms.unsubscribed",
                                            {"keyword": word, "sid": params.get("MessageSid")})
                 else:
                     _resubscribe(conn, aid, number, word)
+        return opted_out
 
     return router
 

@@ -63,7 +63,7 @@ class SmsThreadWorker:
             transport = TwilioSmsTransport(
                 TwilioSettings(TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, rate_per_sender=self.rate),
                 http_client=self.server.http_client())
-            road = sms_road(self.settings, self.engine, transport, self.clock)
+            road = sms_road(self.settings, self.engine, transport, self.clock, redis=redis)
             road.rate_for = lambda _key: self.rate  # the road shapes at the transport's pace
             hooks.sms = road
             self.worker = Worker(self.settings, self.engine, redis, build_transport(self.settings), hooks=hooks)
