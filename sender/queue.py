@@ -123,19 +123,35 @@ class DispatchQueue:
         return got
 
     async def _read(self, prio: str, count: int) -> list[Claimed]:
+        """Up to `count` entries, never more (what is read is claimed): an even share from every partition first
+        (fairness between accounts, starting partition rotated), then the partitions that had more share the rest —
+        so that one busy account still fills whole batches. Two round trips at most."""
         order = [(self._next_partition + i) % self.partitions for i in range(self.partitions)]
         self._next_partition = (self._next_partition + 1) % self.partitions
-        per = max(1, count // self.partitions) if prio == "bulk" else count
-        pipe = self.redis.pipeline(transaction=False)
-        for p in order:
-            pipe.xreadgroup(keys.GROUP, self.consumer, {keys.stream(p, prio): ">"}, count=per)
-        replies = await pipe.execute(raise_on_error=True)
+        candidates = order[: max(count, 0)]
+        per = max(1, count // max(1, len(candidates)))
         out: list[Claimed] = []
-        for p, reply in zip(order, replies, strict=True):
-            for stream, entries in reply or []:
-                name = stream.decode() if isinstance(stream, bytes) else stream
-                out.extend(self._claimed(name, p, entries, reclaimed=False))
-        return out[: max(count, 0)] if prio == "tx" else out
+        for _round in range(2):
+            if not candidates or len(out) >= count:
+                break
+            pipe = self.redis.pipeline(transaction=False)
+            for p in candidates:
+                pipe.xreadgroup(keys.GROUP, self.consumer, {keys.stream(p, prio): ">"}, count=per)
+            replies = await pipe.execute(raise_on_error=True)
+            full = []
+            for p, reply in zip(candidates, replies, strict=True):
+                n = 0
+                for stream, entries in reply or []:
+                    name = stream.decode() if isinstance(stream, bytes) else stream
+                    got = self._claimed(name, p, entries, reclaimed=False)
+                    n += len(entries)
+                    out.extend(got)
+                if n >= per:
+                    full.append(p)
+            remaining = count - len(out)
+            candidates = full[: max(remaining, 0)]
+            per = max(1, remaining // max(1, len(candidates)))
+        return out
 
     def _claimed(self, stream: str, p: int, entries: Any, reclaimed: bool) -> list[Claimed]:
         out = []
