@@ -28,7 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.throughput import free_port, peak_rss_mb  # noqa: E402
+from bench.throughput import free_port, peak_rss_mb, wait_ready  # noqa: E402
 from crm.accounts import create_account  # noqa: E402
 from crm.db import make_engine, migrate  # noqa: E402
 from envoi.redis_server import RedisServer  # noqa: E402
@@ -66,16 +66,7 @@ def main() -> None:
     try:
         api = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"},
                            timeout=args.max_seconds)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if api.get("/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("API did not start")
-            time.sleep(0.1)
+        wait_ready(api)
         api.put("/v1/account/sender-profile", json={
             "legal_name": "Bench SARL", "postal_address": "1 place Bellecour, 69002 Lyon", "phone": "+33 4 00 00 00 00",
             "from_email": "news@bench-envoi.fr"}).raise_for_status()

@@ -88,6 +88,20 @@ class Sink:
         self.proc.wait(5)
 
 
+def wait_ready(api: httpx.Client, seconds: float = 30.0) -> None:
+    """Bounded wait for the API's readiness endpoint."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if api.get("/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("API did not start")
+        time.sleep(0.1)
+
+
 def peak_rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -163,16 +177,7 @@ def run_road(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         procs.append(subprocess.Popen([sys.executable, "-m", "envoi", "api"], env=env, stdout=log, stderr=log))
         api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {key}"},
                            timeout=600)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if api.get("/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("API did not start")
-            time.sleep(0.1)
+        wait_ready(api)
 
         def ok(r: httpx.Response) -> Any:
             if r.status_code >= 400:

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from envoi.settings import Settings
 from sender.twilio_transport import TwilioSettings, TwilioSmsTransport
+from tests.support.stack import ThreadWorker
 from tests.support.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioTestServer, sign_twilio_request
 
 SMS_FROM = "+33757000001"
@@ -38,46 +39,22 @@ class Clock:
             return self.at.astimezone(UTC)
 
 
-class SmsThreadWorker:
+class SmsThreadWorker(ThreadWorker):
     """`envoi.worker.Worker` in a thread, its SMS road aimed at `server` through the SDK's `http_client=`."""
 
     def __init__(self, settings: Settings, engine: Engine, server: TwilioTestServer, clock: Clock | None = None,
                  rate_per_sender: float = 1000.0) -> None:
-        self.settings, self.engine, self.server, self.clock = settings, engine, server, clock
-        self.rate = rate_per_sender
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.worker: Any = None
-        self._ready = threading.Event()
-        self.error: BaseException | None = None
+        super().__init__(settings, engine)
+        self.server, self.clock, self.rate = server, clock, rate_per_sender
 
-    def _run(self) -> None:
-        from envoi.composition import dispatch_hooks, make_redis, sms_road
-        from envoi.worker import Worker, build_transport
+    def customize(self, hooks: Any, redis: Any) -> None:
+        from envoi.composition import sms_road
 
-        asyncio.set_event_loop(self.loop)
-
-        async def main() -> None:
-            redis = make_redis(self.settings)
-            hooks = dispatch_hooks(self.settings, self.engine, redis)
-            transport = TwilioSmsTransport(
-                TwilioSettings(TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, rate_per_sender=self.rate),
-                http_client=self.server.http_client())
-            road = sms_road(self.settings, self.engine, transport, self.clock, redis=redis)
-            road.rate_for = lambda _key: self.rate  # the road shapes at the transport's pace
-            hooks.sms = road
-            self.worker = Worker(self.settings, self.engine, redis, build_transport(self.settings), hooks=hooks)
-            self._ready.set()
-            try:
-                await self.worker.run()  # closes the road on the way out
-            finally:
-                await redis.aclose()
-
-        try:
-            self.loop.run_until_complete(main())
-        except BaseException as exc:  # surfaced by __exit__
-            self.error = exc
-            self._ready.set()
+        transport = TwilioSmsTransport(TwilioSettings(TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, rate_per_sender=self.rate),
+                                       http_client=self.server.http_client())
+        road = sms_road(self.settings, self.engine, transport, self.clock, redis=redis)
+        road.rate_for = lambda _key: self.rate  # the road shapes at the transport's pace
+        hooks.sms = road  # the worker closes it on the way out
 
     def move_due(self, ahead_s: float) -> int:
         """Move retries due within `ahead_s` seconds of now back to their streams (the clock jumped ahead)."""
@@ -89,18 +66,6 @@ class SmsThreadWorker:
     def retry_depth(self) -> int:
         fut = asyncio.run_coroutine_threadsafe(self.worker.queue.depth(), self.loop)
         return int(fut.result(10)["retry"])
-
-    def __enter__(self) -> SmsThreadWorker:
-        self.thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.worker is not None:
-            self.loop.call_soon_threadsafe(self.worker.stop)
-        self.thread.join(30)
-        if self.error is not None:
-            raise self.error
 
 
 def ok(response: httpx.Response) -> Any:

@@ -135,8 +135,12 @@ class ThreadWorker:
         asyncio.set_event_loop(self.loop)
 
         async def main() -> None:
+            from envoi.composition import dispatch_hooks
+
             redis = make_redis(self.settings)
-            self.worker = Worker(self.settings, self.engine, redis, build_transport(self.settings))
+            hooks = dispatch_hooks(self.settings, self.engine, redis)
+            self.customize(hooks, redis)
+            self.worker = Worker(self.settings, self.engine, redis, build_transport(self.settings), hooks=hooks)
             self._ready.set()
             try:
                 await self.worker.run()
@@ -148,6 +152,9 @@ class ThreadWorker:
         except BaseException as exc:  # surfaced by __exit__
             self.error = exc
             self._ready.set()
+
+    def customize(self, hooks: Any, redis: Any) -> None:
+        """Override to change the worker's hooks (e.g. the SMS road aimed at a test server)."""
 
     def __enter__(self) -> ThreadWorker:
         self.thread.start()
