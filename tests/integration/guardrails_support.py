@@ -42,27 +42,9 @@ class RecordingWorker(ThreadWorker):
 
     transport: RecordingTransport | None = None
 
-    def _run(self) -> None:
-        from envoi.composition import make_redis
-        from envoi.worker import Worker, build_transport
-
-        asyncio.set_event_loop(self.loop)
-
-        async def main() -> None:
-            redis = make_redis(self.settings)
-            self.transport = RecordingTransport(build_transport(self.settings))
-            self.worker = Worker(self.settings, self.engine, redis, self.transport)
-            self._ready.set()
-            try:
-                await self.worker.run()
-            finally:
-                await redis.aclose()
-
-        try:
-            self.loop.run_until_complete(main())
-        except BaseException as exc:
-            self.error = exc
-            self._ready.set()
+    def make_transport(self, transport: Any) -> Any:
+        self.transport = RecordingTransport(transport)
+        return self.transport
 
     def sink(self, kind: type) -> Any:
         return next(s for s in self.worker.dispatcher.sinks if isinstance(s, kind))

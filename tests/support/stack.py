@@ -140,7 +140,8 @@ class ThreadWorker:
             redis = make_redis(self.settings)
             hooks = dispatch_hooks(self.settings, self.engine, redis)
             self.customize(hooks, redis)
-            self.worker = Worker(self.settings, self.engine, redis, build_transport(self.settings), hooks=hooks)
+            self.worker = Worker(self.settings, self.engine, redis, self.make_transport(build_transport(self.settings)),
+                                 hooks=hooks)
             self._ready.set()
             try:
                 await self.worker.run()
@@ -152,6 +153,10 @@ class ThreadWorker:
         except BaseException as exc:  # surfaced by __exit__
             self.error = exc
             self._ready.set()
+
+    def make_transport(self, transport: Any) -> Any:
+        """Override to wrap the configured email transport (e.g. to record hand-offs)."""
+        return transport
 
     def customize(self, hooks: Any, redis: Any) -> None:
         """Override to change the worker's hooks (e.g. the SMS road aimed at a test server)."""
